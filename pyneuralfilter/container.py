@@ -1,0 +1,102 @@
+"""The self-describing chunk format (see docs/format.md).  Fixed little-endian layout:
+
+    header   magic "NFC1", format version, mode, dtype, rank, shape, bound, model hash
+    sections count, then per section: tag (u8) and length (u32)
+    payload  the sections' bytes, in order
+    trailer  CRC-32 of everything before it
+"""
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import CorruptChunkError, UnsupportedDataError
+
+MAGIC = b"NFC1"
+FORMAT_VERSION = 1
+MODE_RAW, MODE_ZSTD, MODE_CODED = 0, 1, 2          # how the payload holds the values
+BOUND_ABS, BOUND_REL = 0, 1
+DTYPES = {1: np.dtype("<f4"), 2: np.dtype("<f8")}
+DTYPE_CODES = {v: k for k, v in DTYPES.items()}
+HASH_BYTES = 32
+
+_FIXED = struct.Struct("<4sBBBB")                    # magic, version, mode, dtype, rank
+_BOUND = struct.Struct("<Bdd")                       # bound mode, bound as given, absolute bound
+_SECTION = struct.Struct("<BI")
+
+
+@dataclass
+class Chunk:
+    """One chunk, decoded from or about to be encoded into the container."""
+    mode: int
+    dtype: np.dtype
+    shape: tuple
+    bound_mode: int
+    bound: float
+    eb: float
+    model_hash: bytes = bytes(HASH_BYTES)
+    sections: dict = field(default_factory=dict)     # tag -> bytes
+
+    def pack(self) -> bytes:
+        try:
+            dcode = DTYPE_CODES[np.dtype(self.dtype).newbyteorder("<")]
+        except KeyError:
+            raise UnsupportedDataError(f"dtype {self.dtype} cannot be stored") from None
+        parts = [_FIXED.pack(MAGIC, FORMAT_VERSION, self.mode, dcode, len(self.shape)),
+                 struct.pack(f"<{len(self.shape)}Q", *self.shape),
+                 _BOUND.pack(self.bound_mode, self.bound, self.eb),
+                 self.model_hash, struct.pack("<B", len(self.sections))]
+        parts += [_SECTION.pack(tag, len(data)) for tag, data in self.sections.items()]
+        parts += list(self.sections.values())
+        body = b"".join(parts)
+        return body + struct.pack("<I", zlib.crc32(body))
+
+    @property
+    def info(self) -> dict:
+        return {"format_version": FORMAT_VERSION, "mode": ("raw", "zstd", "coded")[self.mode],
+                "dtype": str(np.dtype(self.dtype)), "shape": self.shape,
+                "bound": ("abs", "rel")[self.bound_mode], "bound_value": self.bound,
+                "abs_bound": self.eb, "model": self.model_hash.hex() if any(self.model_hash) else None,
+                "sections": {tag: len(data) for tag, data in self.sections.items()}}
+
+
+def unpack(data) -> Chunk:
+    """Parse and verify a chunk; any damage raises CorruptChunkError saying what is wrong."""
+    data = bytes(data)
+    if len(data) < _FIXED.size + 4:
+        raise CorruptChunkError(f"chunk truncated: {len(data)} bytes is shorter than any header")
+    magic, version, mode, dcode, rank = _FIXED.unpack_from(data)
+    if magic != MAGIC:
+        raise CorruptChunkError(f"not a neuralfilter chunk (magic {magic!r}, expected {MAGIC!r})")
+    if version > FORMAT_VERSION:
+        raise CorruptChunkError(f"chunk format version {version} is newer than this reader "
+                                f"({FORMAT_VERSION}); upgrade neuralfilter")
+    (crc,) = struct.unpack_from("<I", data, len(data) - 4)
+    if zlib.crc32(data[:-4]) != crc:
+        raise CorruptChunkError("chunk checksum mismatch: the stored bytes are damaged or truncated")
+    if mode not in (MODE_RAW, MODE_ZSTD, MODE_CODED) or dcode not in DTYPES or not 1 <= rank <= 4:
+        raise CorruptChunkError(f"invalid chunk header (mode {mode}, dtype code {dcode}, rank {rank})")
+    try:
+        pos = _FIXED.size
+        shape = struct.unpack_from(f"<{rank}Q", data, pos)
+        pos += 8 * rank
+        bound_mode, bound, eb = _BOUND.unpack_from(data, pos)
+        pos += _BOUND.size
+        model_hash = data[pos:pos + HASH_BYTES]
+        pos += HASH_BYTES
+        (count,) = struct.unpack_from("<B", data, pos)
+        pos += 1
+        heads = [_SECTION.unpack_from(data, pos + i * _SECTION.size) for i in range(count)]
+        pos += count * _SECTION.size
+    except struct.error as exc:
+        raise CorruptChunkError(f"chunk header truncated: {exc}") from None
+    sections = {}
+    for tag, length in heads:
+        if pos + length > len(data) - 4:
+            raise CorruptChunkError(f"section {tag} runs past the end of the chunk")
+        sections[tag] = data[pos:pos + length]
+        pos += length
+    if pos != len(data) - 4:
+        raise CorruptChunkError(f"{len(data) - 4 - pos} unexplained bytes after the last section")
+    return Chunk(mode, DTYPES[dcode], tuple(shape), bound_mode, bound, eb, model_hash, sections)

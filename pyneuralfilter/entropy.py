@@ -1,0 +1,142 @@
+"""Context-modelled entropy coding of the quantization codes.
+
+Each code is coded with the probability table of its context (known to the decoder before
+the code: the level, the codes of the interpolation neighbours and the local gradient).
+A table is six bytes: log-scale probabilities of q = 0, |q| = 1, |q| = 2, |q| >= 3 and of the
+escape symbol, and the decay of a geometric tail; the probabilities are rebuilt with
+integer-exact arithmetic.  The symbols are range-coded with constriction's ANS coder (a
+well-kept Rust library: fast, exact and streaming, so we do not hand-write a coder).
+"""
+import math
+import struct
+
+import constriction
+import numpy as np
+
+from .errors import CorruptChunkError
+
+_ONE = 1 << 30
+# floor(2^30 * 2^(-j/16)) for j = 0..15, by exact integer roots (no libm in the format)
+_POW = [math.isqrt(math.isqrt(math.isqrt(math.isqrt(1 << (960 - j))))) >> 30 for j in range(16)]
+_ABSENT = 255
+
+
+def _freq(code):
+    """Integer frequency of a log-scale probability code (p = 2^(-code/16))."""
+    return 0 if code == _ABSENT else _POW[code % 16] >> (code // 16)
+
+
+def _code(p):
+    return _ABSENT if p <= 0 else min(int(round(-16 * math.log2(p))), 254)
+
+
+class Table:
+    """Probabilities over the alphabet q = -K..K plus escape (symbol 2K+1)."""
+
+    SIZE = 6
+
+    def __init__(self, codes):
+        self.codes = bytes(codes)
+
+    @classmethod
+    def fit(cls, mags, escaped):
+        """Fit to the magnitudes |q| (int array) and the count of escaped values."""
+        n = mags.size + escaped
+        counts = [np.count_nonzero(mags == 0), np.count_nonzero(mags == 1),
+                  np.count_nonzero(mags == 2)]
+        tail = mags[mags >= 3]
+        counts += [tail.size, escaped]
+        mean = float(tail.mean()) - 3 if tail.size else 0.0
+        theta = min(int(round(256 * mean / (1 + mean))), 255)
+        return cls([_code(c / n) for c in counts] + [theta])
+
+    def probabilities(self, K):
+        f0, f1, f2, ft, fe = (float(_freq(c)) for c in self.codes[:5])
+        p = np.zeros(2 * K + 2)
+        p[K] = f0
+        if K >= 1:
+            p[[K - 1, K + 1]] = f1 / 2
+        if K >= 2:
+            p[[K - 2, K + 2]] = f2 / 2
+        if K >= 3:
+            theta = self.codes[5] / 256
+            geo = np.cumprod(np.full(K - 3, theta))          # sequential: exact everywhere
+            tail = ft / 2 * (1 - theta) * np.concatenate(([1.0], geo))
+            p[K + 3:2 * K + 1] = tail
+            p[K - 3::-1] = tail
+        p[2 * K + 1] = fe
+        return p
+
+
+class Encoder:
+    """Collects (context, code) groups pass by pass; `finish` fits the tables and codes them."""
+
+    def __init__(self, n_contexts):
+        self.n_contexts = n_contexts
+        self.groups = []                   # (context, q, escaped) in decoding order
+
+    def add(self, contexts, q, escaped):
+        """Codes of one pass; the decoder will ask for them with the same contexts."""
+        contexts, q, escaped = contexts.ravel(), q.ravel(), escaped.ravel()
+        for c in np.unique(contexts):
+            sel = contexts == c
+            self.groups.append((int(c), q[sel], escaped[sel]))
+
+    def finish(self):
+        mags = {c: [] for c in range(self.n_contexts)}
+        esc = dict.fromkeys(range(self.n_contexts), 0)
+        K = 0
+        for c, q, e in self.groups:
+            mags[c].append(np.abs(q[~e]))
+            esc[c] += int(np.count_nonzero(e))
+            if q.size:
+                K = max(K, int(np.abs(q).max()))
+        used = [c for c in range(self.n_contexts) if mags[c]]
+        tables = {c: Table.fit(np.concatenate(mags[c]), esc[c]) for c in used}
+        models = {c: _model(tables[c], K) for c in used}
+        coder = constriction.stream.stack.AnsCoder()
+        for c, q, e in reversed(self.groups):
+            symbols = np.where(e, 2 * K + 1, q + K).astype(np.int32)
+            coder.encode_reverse(symbols, models[c])
+        mask = sum(1 << c for c in used)
+        head = struct.pack("<HQ", K, mask) + b"".join(tables[c].codes for c in used)
+        return head + coder.get_compressed().astype("<u4").tobytes()
+
+
+class Decoder:
+    def __init__(self, data, n_contexts):
+        try:
+            K, mask = struct.unpack_from("<HQ", data)
+        except struct.error:
+            raise CorruptChunkError("entropy-coded section truncated") from None
+        pos = struct.calcsize("<HQ")
+        self.K = K
+        self.models = {}
+        for c in range(n_contexts):
+            if mask >> c & 1:
+                self.models[c] = _model(Table(data[pos:pos + Table.SIZE]), K)
+                pos += Table.SIZE
+        words = data[pos:]
+        if len(words) % 4:
+            raise CorruptChunkError("entropy-coded section has a partial word")
+        self.coder = constriction.stream.stack.AnsCoder(np.frombuffer(words, "<u4").astype(np.uint32))
+
+    def take(self, contexts):
+        """(q, escaped) for one pass, in the order `Encoder.add` got them."""
+        flat = contexts.ravel()
+        symbols = np.empty(flat.size, np.int64)
+        for c in np.unique(flat):
+            sel = flat == c
+            if int(c) not in self.models:
+                raise CorruptChunkError(f"entropy-coded section lacks the table of context {c}")
+            try:
+                symbols[sel] = self.coder.decode(self.models[int(c)], int(np.count_nonzero(sel)))
+            except Exception as exc:  # constriction raises on exhausted or garbled data
+                raise CorruptChunkError(f"entropy-coded section is damaged: {exc}") from None
+        escaped = symbols == 2 * self.K + 1
+        q = np.where(escaped, 0, symbols - self.K).astype(np.int32)
+        return q.reshape(contexts.shape), escaped.reshape(contexts.shape)
+
+
+def _model(table, K):
+    return constriction.stream.model.Categorical(table.probabilities(K), perfect=False)

@@ -1,0 +1,82 @@
+"""Multilevel interpolation: predict every point from already-decoded neighbours.
+
+The grid is refined level by level (stride S/2, ..., 2, 1); within a level the new points
+are predicted along z, then y, then x, each by cubic interpolation of the two nearest
+decoded neighbours on each side (quadratic, linear or nearest where the volume ends).  All
+weights are dyadic rationals and the arithmetic is fixed-order float64 numpy, so encoder and
+decoder compute bit-identical predictions on any machine.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Pass:
+    """The points predicted together: a strided sub-grid, interpolated along `axis`."""
+    axis: int
+    stride: int
+    lines: tuple          # slices selecting the lines along `axis` (full extent on `axis`)
+    targets: tuple        # slices selecting the predicted points inside those lines
+
+    @property
+    def level(self):
+        return min(self.stride.bit_length() - 1, 2)    # 0: stride 1, 1: stride 2, 2: coarser
+
+
+def passes(shape):
+    """The prediction passes of a 3D volume, coarse to fine.  Point (0, 0, 0) comes first
+    and is not in any pass."""
+    top = 1
+    while top < max(shape):
+        top *= 2
+    stride = top // 2
+    while stride >= 1:
+        for axis in range(3):
+            if shape[axis] <= stride:
+                continue
+            lines = tuple(slice(None) if ax == axis else
+                          slice(None, None, stride if ax < axis else 2 * stride)
+                          for ax in range(3))
+            targets = tuple(slice(stride, None, 2 * stride) if ax == axis else slice(None)
+                            for ax in range(3))
+            yield Pass(axis, stride, lines, targets)
+        stride //= 2
+
+
+_CUBIC = (-1 / 16, 9 / 16, 9 / 16, -1 / 16)
+
+
+def _weights(n, s):
+    """Interpolation weights of neighbours (t-3s, t-s, t+s, t+3s) for targets t = s, 3s, ..."""
+    t = np.arange(s, n, 2 * s)
+    has_a, has_c, has_d = t - 3 * s >= 0, t + s < n, t + 3 * s < n
+    w = np.zeros((4, t.size))
+    w[:, has_a & has_c & has_d] = np.array(_CUBIC)[:, None]
+    w[:, ~has_a & has_c & has_d] = np.array([0, 3 / 8, 6 / 8, -1 / 8])[:, None]
+    w[:, has_a & has_c & ~has_d] = np.array([-1 / 8, 6 / 8, 3 / 8, 0])[:, None]
+    w[:, ~has_a & has_c & ~has_d] = np.array([0, 1 / 2, 1 / 2, 0])[:, None]
+    w[:, ~has_c] = np.array([0, 1, 0, 0])[:, None]
+    idx = np.clip(t[None, :] + np.array([-3 * s, -s, s, 3 * s])[:, None], 0, n - 1)
+    return w, idx
+
+
+def neighbours(volume, p):
+    """The decoded neighbours (t-3s, t-s, t+s, t+3s) of the pass's targets, with weights."""
+    line = volume[p.lines]
+    n = line.shape[p.axis]
+    w, idx = _weights(n, p.stride)
+    shape = [1, 1, 1]
+    shape[p.axis] = -1
+    return [(w[k].reshape(shape), np.take(line, idx[k], axis=p.axis)) for k in range(4)]
+
+
+def predict(volume, p):
+    """Predictions of the pass's targets from the decoded values in `volume` (float64)."""
+    terms = neighbours(volume, p)
+    with np.errstate(over="ignore", invalid="ignore"):
+        pred = terms[0][0] * terms[0][1]
+        for w, v in terms[1:]:
+            pred = pred + w * v
+    pred[~np.isfinite(pred)] = 0.0
+    return pred
