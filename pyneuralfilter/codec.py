@@ -13,7 +13,7 @@ from . import entropy, interpolation
 from .errors import CorruptChunkError, UnsupportedDataError
 from .quantizer import dequantize, quantize
 
-CODES, VERBATIM, NONFINITE = 1, 2, 3
+CODES, VERBATIM, NONFINITE, KINDS = 1, 2, 3, 4
 N_CONTEXTS = 36
 PREDICTORS = ("auto", "interp", "swae")
 _EB_MAX = 2.0 ** 1000          # larger bounds are clamped (still a valid, looser-than-asked bound)
@@ -123,6 +123,11 @@ def _volumes(shape):
     return (1,) * (4 - len(shape)) + tuple(shape)
 
 
+def level_bound(eb, p):
+    """Coarse levels are coded tighter (few points, and finer levels are predicted from them)."""
+    return eb / min(1.25 ** (p.stride.bit_length() - 1), 3.0)
+
+
 def _contexts(recon, qmag, p, eb, on):
     """Context of every target of pass p: level, neighbour codes, local gradient."""
     if not on:
@@ -143,6 +148,7 @@ def _encode_values(array, finite, eb, context_model):
     values[free] = 0.0
     coder = entropy.Encoder(N_CONTEXTS)
     verbatim = []
+    kinds = []
     for v in range(values.shape[0]):
         x, fr = values[v], free[v]
         recon = np.zeros_like(x)
@@ -154,14 +160,21 @@ def _encode_values(array, finite, eb, context_model):
         verbatim.append(x[:1, :1, :1][esc])
         for p in interpolation.passes(x.shape):
             ctx = _contexts(recon, qmag, p, eb, context_model)
-            pred = interpolation.predict(recon, p)
-            target = (p.lines, p.targets)
-            q, esc, r = quantize(x[p.lines][p.targets], pred, eb, dtype, fr[p.lines][p.targets])
+            xt, ft = x[p.lines][p.targets], fr[p.lines][p.targets]
+            best = None
+            for cubic in (True, False):
+                pred = interpolation.predict(recon, p, cubic)
+                q, esc, r = quantize(xt, pred, level_bound(eb, p), dtype, ft)
+                cost = np.log2(1 + np.abs(q)).sum() + 32 * esc.sum()
+                if best is None or cost < best[0]:
+                    best = (cost, cubic, q, esc, r)
+            _, cubic, q, esc, r = best
+            kinds.append(cubic)
             coder.add(ctx, q, esc)
             recon[p.lines][p.targets] = r
             qmag[p.lines][p.targets] = np.where(esc, 2, np.minimum(np.abs(q), 2))
             verbatim.append(x[p.lines][p.targets][esc])
-    sections = {CODES: coder.finish()}
+    sections = {CODES: coder.finish(), KINDS: np.packbits(kinds).tobytes()}
     verbatim = np.concatenate(verbatim).astype(dtype.newbyteorder("<"))
     if verbatim.size:
         sections[VERBATIM] = verbatim.tobytes()
@@ -182,10 +195,11 @@ def _decode_values(chunk):
     if CODES not in chunk.sections:
         raise CorruptChunkError("coded chunk has no code section")
     coder = entropy.Decoder(chunk.sections[CODES], N_CONTEXTS)
+    kinds = iter(np.unpackbits(np.frombuffer(chunk.sections.get(KINDS, b""), np.uint8)))
     used = 0
     context_model = True  # contexts are recomputed; a single-context chunk just has one table
 
-    def restore(pred, q, esc):
+    def restore(pred, q, esc, eb):
         nonlocal used
         r = dequantize(pred, q, eb, dtype)
         k = int(np.count_nonzero(esc))
@@ -199,13 +213,13 @@ def _decode_values(chunk):
         recon = out[v]
         qmag = np.zeros(recon.shape, np.int8)
         q, esc = coder.take(np.zeros((1, 1, 1), np.int64))
-        recon[:1, :1, :1] = restore(np.zeros((1, 1, 1)), q, esc)
+        recon[:1, :1, :1] = restore(np.zeros((1, 1, 1)), q, esc, eb)
         qmag[0, 0, 0] = 2
         for p in interpolation.passes(recon.shape):
             ctx = _contexts(recon, qmag, p, eb, context_model)
-            pred = interpolation.predict(recon, p)
+            pred = interpolation.predict(recon, p, bool(next(kinds)))
             q, esc = coder.take(ctx)
-            recon[p.lines][p.targets] = restore(pred, q, esc)
+            recon[p.lines][p.targets] = restore(pred, q, esc, level_bound(eb, p))
             qmag[p.lines][p.targets] = np.where(esc, 2, np.minimum(np.abs(q), 2))
     if used != verbatim.size:
         raise CorruptChunkError("verbatim section is longer than the codes say")

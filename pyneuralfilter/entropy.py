@@ -2,8 +2,8 @@
 
 Each code is coded with the probability table of its context (known to the decoder before
 the code: the level, the codes of the interpolation neighbours and the local gradient).
-A table is six bytes: log-scale probabilities of q = 0, |q| = 1, |q| = 2, |q| >= 3 and of the
-escape symbol, and the decay of a geometric tail; the probabilities are rebuilt with
+A table is nine bytes: log-scale probabilities of q = 0, +1, -1, +2, -2, of the tails
+q >= 3 and q <= -3 and of the escape symbol, and the decay of the geometric tails; the probabilities are rebuilt with
 integer-exact arithmetic.  The symbols are range-coded with constriction's ANS coder (a
 well-kept Rust library: fast, exact and streaming, so we do not hand-write a coder).
 """
@@ -33,37 +33,35 @@ def _code(p):
 class Table:
     """Probabilities over the alphabet q = -K..K plus escape (symbol 2K+1)."""
 
-    SIZE = 6
+    SIZE = 9
 
     def __init__(self, codes):
         self.codes = bytes(codes)
 
     @classmethod
-    def fit(cls, mags, escaped):
-        """Fit to the magnitudes |q| (int array) and the count of escaped values."""
-        n = mags.size + escaped
-        counts = [np.count_nonzero(mags == 0), np.count_nonzero(mags == 1),
-                  np.count_nonzero(mags == 2)]
-        tail = mags[mags >= 3]
-        counts += [tail.size, escaped]
+    def fit(cls, q, escaped):
+        """Fit to the codes q (int array, escapes excluded) and the count of escapes."""
+        n = q.size + escaped
+        counts = [np.count_nonzero(q == v) for v in (0, 1, -1, 2, -2)]
+        tail = np.abs(q[np.abs(q) >= 3])
+        counts += [np.count_nonzero(q >= 3), np.count_nonzero(q <= -3), escaped]
         mean = float(tail.mean()) - 3 if tail.size else 0.0
         theta = min(int(round(256 * mean / (1 + mean))), 255)
         return cls([_code(c / n) for c in counts] + [theta])
 
     def probabilities(self, K):
-        f0, f1, f2, ft, fe = (float(_freq(c)) for c in self.codes[:5])
+        f0, fp1, fm1, fp2, fm2, fpt, fmt, fe = (float(_freq(c)) for c in self.codes[:8])
         p = np.zeros(2 * K + 2)
         p[K] = f0
         if K >= 1:
-            p[[K - 1, K + 1]] = f1 / 2
+            p[K + 1], p[K - 1] = fp1, fm1
         if K >= 2:
-            p[[K - 2, K + 2]] = f2 / 2
+            p[K + 2], p[K - 2] = fp2, fm2
         if K >= 3:
-            theta = self.codes[5] / 256
-            geo = np.cumprod(np.full(K - 3, theta))          # sequential: exact everywhere
-            tail = ft / 2 * (1 - theta) * np.concatenate(([1.0], geo))
-            p[K + 3:2 * K + 1] = tail
-            p[K - 3::-1] = tail
+            theta = self.codes[8] / 256
+            geo = (1 - theta) * np.concatenate(([1.0], np.cumprod(np.full(K - 3, theta))))
+            p[K + 3:2 * K + 1] = fpt * geo          # cumprod is sequential: exact everywhere
+            p[K - 3::-1] = fmt * geo
         p[2 * K + 1] = fe
         return p
 
@@ -87,7 +85,7 @@ class Encoder:
         esc = dict.fromkeys(range(self.n_contexts), 0)
         K = 0
         for c, q, e in self.groups:
-            mags[c].append(np.abs(q[~e]))
+            mags[c].append(q[~e])
             esc[c] += int(np.count_nonzero(e))
             if q.size:
                 K = max(K, int(np.abs(q).max()))

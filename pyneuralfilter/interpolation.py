@@ -47,33 +47,37 @@ def passes(shape):
 _CUBIC = (-1 / 16, 9 / 16, 9 / 16, -1 / 16)
 
 
-def _weights(n, s):
+def _weights(n, s, cubic):
     """Interpolation weights of neighbours (t-3s, t-s, t+s, t+3s) for targets t = s, 3s, ..."""
     t = np.arange(s, n, 2 * s)
     has_a, has_c, has_d = t - 3 * s >= 0, t + s < n, t + 3 * s < n
+    if not cubic:                        # linear inside, nearest value at the far end
+        has_a = has_d = np.zeros(t.size, bool)
     w = np.zeros((4, t.size))
     w[:, has_a & has_c & has_d] = np.array(_CUBIC)[:, None]
     w[:, ~has_a & has_c & has_d] = np.array([0, 3 / 8, 6 / 8, -1 / 8])[:, None]
     w[:, has_a & has_c & ~has_d] = np.array([-1 / 8, 6 / 8, 3 / 8, 0])[:, None]
     w[:, ~has_a & has_c & ~has_d] = np.array([0, 1 / 2, 1 / 2, 0])[:, None]
-    w[:, ~has_c] = np.array([0, 1, 0, 0])[:, None]
+    w[:, ~has_c & has_a] = np.array([-1 / 2, 3 / 2, 0, 0])[:, None]
+    w[:, ~has_c & ~has_a] = np.array([0, 1, 0, 0])[:, None]
     idx = np.clip(t[None, :] + np.array([-3 * s, -s, s, 3 * s])[:, None], 0, n - 1)
     return w, idx
 
 
-def neighbours(volume, p):
+def neighbours(volume, p, cubic=True):
     """The decoded neighbours (t-3s, t-s, t+s, t+3s) of the pass's targets, with weights."""
     line = volume[p.lines]
     n = line.shape[p.axis]
-    w, idx = _weights(n, p.stride)
+    w, idx = _weights(n, p.stride, cubic)
     shape = [1, 1, 1]
     shape[p.axis] = -1
     return [(w[k].reshape(shape), np.take(line, idx[k], axis=p.axis)) for k in range(4)]
 
 
-def predict(volume, p):
-    """Predictions of the pass's targets from the decoded values in `volume` (float64)."""
-    terms = neighbours(volume, p)
+def predict(volume, p, cubic=True):
+    """Predictions of the pass's targets from the decoded values in `volume` (float64):
+    cubic, or linear between the two nearest neighbours."""
+    terms = neighbours(volume, p, cubic)
     with np.errstate(over="ignore", invalid="ignore"):
         pred = terms[0][0] * terms[0][1]
         for w, v in terms[1:]:
