@@ -4,17 +4,21 @@ Sections of a coded chunk (docs/format.md):
   CODES      entropy-coded quantization codes, pass by pass
   VERBATIM   values the quantizer could not code, in coding order, raw little-endian
   NONFINITE  positions and raw bytes of NaN/Inf values, restored exactly
+  KINDS      one bit per interpolation pass: cubic or linear
+  BLOCKMAP   one bit per full 5x5x5 block: predicted by the SWAE (its codes come first)
+  LATENTS    the SWAE blocks' latents and float32 normalisation (centre, half-range)
 """
 import numpy as np
 import zstandard
 
 from . import container as C
-from . import entropy, interpolation
-from .errors import CorruptChunkError, UnsupportedDataError
+from . import entropy, interpolation, swae
+from .errors import CorruptChunkError, NeuralFilterError, UnsupportedDataError
 from .quantizer import dequantize, quantize
 
-CODES, VERBATIM, NONFINITE, KINDS = 1, 2, 3, 4
-N_CONTEXTS = 36
+CODES, VERBATIM, NONFINITE, KINDS, BLOCKMAP, LATENTS = 1, 2, 3, 4, 5, 6
+SWAE_CONTEXT = 36              # residuals of SWAE-predicted blocks
+N_CONTEXTS = 37
 PREDICTORS = ("auto", "interp", "swae")
 _EB_MAX = 2.0 ** 1000          # larger bounds are clamped (still a valid, looser-than-asked bound)
 
@@ -33,8 +37,9 @@ def encode(array, *, abs=None, rel=None, model=None, predictor="auto", context_m
     raw = _pack_raw(array, head)
     if eb == 0 or array.size == 0:
         return raw
-    coded = C.Chunk(C.MODE_CODED, sections=_encode_values(array, finite, eb, context_model), **head)
-    coded = coded.pack()
+    sections, net = _encode_values(array, finite, eb, context_model, predictor, model)
+    model_hash = swae.hash_bytes(net) if net else bytes(C.HASH_BYTES)
+    coded = C.Chunk(C.MODE_CODED, sections=sections, model_hash=model_hash, **head).pack()
     return coded if len(coded) < len(raw) else raw
 
 
@@ -141,46 +146,164 @@ def _contexts(recon, qmag, p, eb, on):
     return p.level * 12 + m * 4 + g
 
 
-def _encode_values(array, finite, eb, context_model):
+def _magnitude(q, esc):
+    """Code magnitude as the contexts see it: 0, 1, or 2 for larger and escaped codes."""
+    return np.where(esc, 2, np.minimum(np.abs(q), 2)).astype(np.int8)
+
+
+def _cost(q, esc):
+    """Estimated coded bits of codes, to compare predictors (not a size promise)."""
+    return 2 * np.log2(1 + np.abs(q)) + (q != 0) + 40 * esc
+
+
+class _Streams:
+    """What the encoder writes and the decoder reads back, in the same order."""
+
+    def __init__(self, context_model):
+        self.context_model = context_model
+        self.coder = entropy.Encoder(N_CONTEXTS)
+        self.verbatim, self.kinds = [], []
+
+
+def _interpolate(x, fr, eb, dtype, st, state, cost=None):
+    """Code the volume x by multilevel interpolation; points marked known are already coded."""
+    recon, qmag, known = state
+    sel = ... if known is None else ~known[:1, :1, :1]
+    q, esc, r = quantize(x[:1, :1, :1][sel], np.zeros((1, 1, 1))[sel], eb, dtype, fr[:1, :1, :1][sel])
+    st.coder.add(np.zeros(q.shape, np.int64), q, esc)
+    recon[:1, :1, :1][sel], qmag[:1, :1, :1][sel] = r, _magnitude(q, esc)
+    st.verbatim.append(x[:1, :1, :1][sel][esc])
+    for p in interpolation.passes(x.shape):
+        t = (p.lines, p.targets)
+        sel = ... if known is None else ~known[t[0]][t[1]]
+        ctx = _contexts(recon, qmag, p, eb, st.context_model)[sel]
+        xt, ft = x[t[0]][t[1]][sel], fr[t[0]][t[1]][sel]
+        best = None
+        for cubic in (True, False):
+            pred = interpolation.predict(recon, p, cubic)[sel]
+            q, esc, r = quantize(xt, pred, level_bound(eb, p), dtype, ft)
+            c = _cost(q, esc)
+            if best is None or c.sum() < best[0].sum():
+                best = (c, cubic, q, esc, r)
+        c, cubic, q, esc, r = best
+        st.kinds.append(cubic)
+        st.coder.add(ctx, q, esc)
+        _assign(recon, t, sel, r)
+        _assign(qmag, t, sel, _magnitude(q, esc))
+        st.verbatim.append(xt[esc])
+        if cost is not None:
+            _assign(cost, t, sel, c)
+
+
+def _assign(volume, t, sel, values):
+    view = volume[t[0]]
+    if sel is ...:
+        view[t[1]] = values
+    else:
+        part = view[t[1]]
+        part[sel] = values
+        view[t[1]] = part
+
+
+def _block_grid(shape):
+    return tuple(n // swae.B for n in shape)
+
+
+def _blocks(x, grid):
+    """The full 5x5x5 blocks of a volume, (n, 5, 5, 5) in C order of the block grid."""
+    bz, by, bx = grid
+    b = swae.B
+    return x[:bz * b, :by * b, :bx * b].reshape(bz, b, by, b, bx, b) \
+        .transpose(0, 2, 4, 1, 3, 5).reshape(-1, b, b, b)
+
+
+def _put_blocks(x, grid, chosen, values):
+    full = _blocks(x, grid).copy()
+    full[chosen] = values
+    bz, by, bx = grid
+    b = swae.B
+    x[:bz * b, :by * b, :bx * b] = full.reshape(bz, by, bx, b, b, b) \
+        .transpose(0, 3, 1, 4, 2, 5).reshape(bz * b, by * b, bx * b)
+
+
+def _choose_blocks(net, x, fr, eb, dtype, predictor, context_model):
+    """Blocks the SWAE codes, with their latents, normalisation, codes and decoded values."""
+    grid = _block_grid(x.shape)
+    if not np.prod(grid):
+        return None
+    eligible = ~_blocks(fr, grid).reshape(-1, swae.B ** 3).any(axis=1)
+    xb = _blocks(x, grid)[eligible]
+    if not len(xb):
+        return None
+    latents, c, h, pred = swae.encode(net, xb)
+    q, esc, r = quantize(xb, pred, eb, dtype)
+    side_bits = 8 * swae.side_size(net, 1)
+    swae_cost = side_bits + _cost(q, esc).reshape(len(xb), -1).sum(axis=1)
+    wins = np.ones(len(xb), bool)
+    if predictor == "auto":
+        trial = _Streams(context_model)
+        cost = np.zeros(x.shape)
+        state = (np.zeros_like(x), np.zeros(x.shape, np.int8), None)
+        _interpolate(x, fr, eb, dtype, trial, state, cost)
+        interp_cost = _blocks(cost, grid)[eligible].reshape(len(xb), -1).sum(axis=1)
+        wins = swae_cost < interp_cost
+    if not wins.any():
+        return None
+    chosen = np.zeros(eligible.size, bool)
+    chosen[np.flatnonzero(eligible)[wins]] = True
+    return grid, chosen, latents[wins], c[wins], h[wins], q[wins], esc[wins], r[wins], xb[wins]
+
+
+def _encode_values(array, finite, eb, context_model, predictor, model):
     dtype = array.dtype
     values = array.astype(np.float64).reshape(_volumes(array.shape))
     free = ~finite.reshape(values.shape)
     values[free] = 0.0
-    coder = entropy.Encoder(N_CONTEXTS)
-    verbatim = []
-    kinds = []
+    net = _model_or_none(model, predictor)
+    st = _Streams(context_model)
+    block_maps, side = [], []
     for v in range(values.shape[0]):
         x, fr = values[v], free[v]
-        recon = np.zeros_like(x)
-        qmag = np.zeros(x.shape, np.int8)
-        # the first point has no neighbours: predicted as 0
-        q, esc, r = quantize(x[:1, :1, :1], np.zeros((1, 1, 1)), eb, dtype, fr[:1, :1, :1])
-        coder.add(np.zeros((1, 1, 1), np.int64), q, esc)
-        recon[0, 0, 0], qmag[0, 0, 0] = r[0, 0, 0], 2
-        verbatim.append(x[:1, :1, :1][esc])
-        for p in interpolation.passes(x.shape):
-            ctx = _contexts(recon, qmag, p, eb, context_model)
-            xt, ft = x[p.lines][p.targets], fr[p.lines][p.targets]
-            best = None
-            for cubic in (True, False):
-                pred = interpolation.predict(recon, p, cubic)
-                q, esc, r = quantize(xt, pred, level_bound(eb, p), dtype, ft)
-                cost = np.log2(1 + np.abs(q)).sum() + 32 * esc.sum()
-                if best is None or cost < best[0]:
-                    best = (cost, cubic, q, esc, r)
-            _, cubic, q, esc, r = best
-            kinds.append(cubic)
-            coder.add(ctx, q, esc)
-            recon[p.lines][p.targets] = r
-            qmag[p.lines][p.targets] = np.where(esc, 2, np.minimum(np.abs(q), 2))
-            verbatim.append(x[p.lines][p.targets][esc])
-    sections = {CODES: coder.finish(), KINDS: np.packbits(kinds).tobytes()}
-    verbatim = np.concatenate(verbatim).astype(dtype.newbyteorder("<"))
+        state = (np.zeros_like(x), np.zeros(x.shape, np.int8), None)
+        picked = net and _choose_blocks(net, x, fr, eb, dtype, predictor, context_model)
+        if picked:
+            grid, chosen, latents, c, h, q, esc, r, xb = picked
+            block_maps.append(chosen)
+            side.append(swae.pack_side(net, latents, c, h))
+            st.coder.add(np.full(q.shape, SWAE_CONTEXT), q, esc)
+            st.verbatim.append(xb[esc])
+            known = np.zeros(x.shape, bool)
+            _put_blocks(known, grid, chosen, True)
+            _put_blocks(state[0], grid, chosen, r)
+            _put_blocks(state[1], grid, chosen, _magnitude(q, esc))
+            state = (state[0], state[1], known)
+        elif net:
+            block_maps.append(np.zeros(int(np.prod(_block_grid(x.shape))), bool))
+        _interpolate(x, fr, eb, dtype, st, state)
+    sections = {CODES: st.coder.finish(), KINDS: np.packbits(st.kinds).tobytes()}
+    if side:
+        sections[BLOCKMAP] = np.packbits(np.concatenate(block_maps)).tobytes()
+        sections[LATENTS] = b"".join(side)
+    verbatim = np.concatenate(st.verbatim).astype(dtype.newbyteorder("<"))
     if verbatim.size:
         sections[VERBATIM] = verbatim.tobytes()
     if free.any():
         sections[NONFINITE] = _pack_nonfinite(array, ~finite)
-    return sections
+    return sections, (net if side else None)
+
+
+def _model_or_none(model, predictor):
+    """The SWAE to compete with interpolation; in "auto" mode none when it cannot run here."""
+    if predictor == "interp":
+        return None
+    try:
+        net = swae.model_for(model)
+        net.encode(np.zeros((1, 5, 5, 5), np.float32))
+        return net
+    except NeuralFilterError:
+        if predictor == "swae" or model is not None:
+            raise
+        return None
 
 
 def _decode_values(chunk):
@@ -188,45 +311,80 @@ def _decode_values(chunk):
     shape4 = _volumes(chunk.shape)
     eb = chunk.eb
     out = np.zeros(shape4, np.float64)
-    verbatim = np.frombuffer(chunk.sections.get(VERBATIM, b""), dtype.newbyteorder("<"))
-    if len(chunk.sections.get(VERBATIM, b"")) % dtype.itemsize:
+    raw_verbatim = chunk.sections.get(VERBATIM, b"")
+    if len(raw_verbatim) % dtype.itemsize:
         raise CorruptChunkError("verbatim section does not hold whole values")
-    verbatim = verbatim.astype(np.float64)
+    verbatim = np.frombuffer(raw_verbatim, dtype.newbyteorder("<")).astype(np.float64)
     if CODES not in chunk.sections:
         raise CorruptChunkError("coded chunk has no code section")
     coder = entropy.Decoder(chunk.sections[CODES], N_CONTEXTS)
-    kinds = iter(np.unpackbits(np.frombuffer(chunk.sections.get(KINDS, b""), np.uint8)))
-    used = 0
-    context_model = True  # contexts are recomputed; a single-context chunk just has one table
+    kinds = np.unpackbits(np.frombuffer(chunk.sections.get(KINDS, b""), np.uint8))
+    used = {"verbatim": 0, "kinds": 0, "blocks": 0}
 
-    def restore(pred, q, esc, eb):
-        nonlocal used
+    def restore(pred, ctx, eb):
+        q, esc = coder.take(ctx)
         r = dequantize(pred, q, eb, dtype)
-        k = int(np.count_nonzero(esc))
-        if used + k > verbatim.size:
+        k, u = int(np.count_nonzero(esc)), used["verbatim"]
+        if u + k > verbatim.size:
             raise CorruptChunkError("verbatim section is shorter than the codes say")
-        r[esc] = verbatim[used:used + k]
-        used += k
-        return r
+        r[esc] = verbatim[u:u + k]
+        used["verbatim"] += k
+        return r, _magnitude(q, esc)
 
+    blocks = _block_side(chunk)
     for v in range(shape4[0]):
         recon = out[v]
         qmag = np.zeros(recon.shape, np.int8)
-        q, esc = coder.take(np.zeros((1, 1, 1), np.int64))
-        recon[:1, :1, :1] = restore(np.zeros((1, 1, 1)), q, esc, eb)
-        qmag[0, 0, 0] = 2
+        known = None
+        if blocks:
+            net, block_map, latents, c, h = blocks
+            grid = _block_grid(recon.shape)
+            nb = int(np.prod(grid))
+            chosen = block_map[used["blocks"]:used["blocks"] + nb].astype(bool)
+            used["blocks"] += nb
+            if chosen.any():
+                k = int(chosen.sum())
+                first = int(block_map[:used["blocks"] - nb].sum())
+                pred = swae.predict(net, latents[first:first + k], c[first:first + k],
+                                    h[first:first + k])
+                r, m = restore(pred, np.full(pred.shape, SWAE_CONTEXT), eb)
+                known = np.zeros(recon.shape, bool)
+                _put_blocks(known, grid, chosen, True)
+                _put_blocks(recon, grid, chosen, r)
+                _put_blocks(qmag, grid, chosen, m)
+        sel = ... if known is None else ~known[:1, :1, :1]
+        r, m = restore(np.zeros((1, 1, 1))[sel], np.zeros((1, 1, 1), np.int64)[sel], eb)
+        recon[:1, :1, :1][sel], qmag[:1, :1, :1][sel] = r, m
         for p in interpolation.passes(recon.shape):
-            ctx = _contexts(recon, qmag, p, eb, context_model)
-            pred = interpolation.predict(recon, p, bool(next(kinds)))
-            q, esc = coder.take(ctx)
-            recon[p.lines][p.targets] = restore(pred, q, esc, level_bound(eb, p))
-            qmag[p.lines][p.targets] = np.where(esc, 2, np.minimum(np.abs(q), 2))
-    if used != verbatim.size:
+            t = (p.lines, p.targets)
+            sel = ... if known is None else ~known[t[0]][t[1]]
+            ctx = _contexts(recon, qmag, p, eb, True)[sel]
+            if used["kinds"] >= kinds.size:
+                raise CorruptChunkError("interpolation-kind section is shorter than the passes")
+            pred = interpolation.predict(recon, p, bool(kinds[used["kinds"]]))[sel]
+            used["kinds"] += 1
+            r, m = restore(pred, ctx, level_bound(eb, p))
+            _assign(recon, t, sel, r)
+            _assign(qmag, t, sel, m)
+    if used["verbatim"] != verbatim.size:
         raise CorruptChunkError("verbatim section is longer than the codes say")
     result = out.astype(dtype).reshape(chunk.shape)
     if NONFINITE in chunk.sections:
         _unpack_nonfinite(chunk.sections[NONFINITE], result)
     return result
+
+
+def _block_side(chunk):
+    """Model, block map and latents of a chunk with SWAE blocks (None without)."""
+    if BLOCKMAP not in chunk.sections:
+        return None
+    net = swae.model_for(chunk.model_hash.hex())
+    block_map = np.unpackbits(np.frombuffer(chunk.sections[BLOCKMAP], np.uint8))
+    nb = int(np.prod(_block_grid(_volumes(chunk.shape)[1:])))
+    block_map = block_map[:nb * _volumes(chunk.shape)[0]]
+    n = int(block_map.sum())
+    latents, c, h = swae.unpack_side(net, chunk.sections.get(LATENTS, b""), n)
+    return net, block_map, latents, c, h
 
 
 def _pack_nonfinite(array, mask):
