@@ -133,16 +133,15 @@ def level_bound(eb, p):
     return eb / min(1.25 ** (p.stride.bit_length() - 1), 3.0)
 
 
-def _contexts(recon, qmag, p, eb, on):
+def _contexts(near, qmag, p, eb, on):
     """Context of every target of pass p: level, neighbour codes, local gradient."""
     if not on:
-        return np.zeros(recon[p.lines][p.targets].shape, np.int64)
-    nb = interpolation.neighbours(recon, p)
-    qn = interpolation.neighbours(qmag, p)
+        return np.zeros(near[1].shape, np.int64)
+    qn = interpolation.stencil(qmag, p)
     with np.errstate(over="ignore", invalid="ignore"):
-        grad = np.abs(nb[2][1] - nb[1][1]) / eb
+        grad = np.abs(near[2] - near[1]) / eb
     g = (grad >= 1).astype(np.int64) + (grad >= 4) + (grad >= 16)
-    m = np.minimum(qn[1][1].astype(np.int64) + qn[2][1], 2)
+    m = np.minimum(qn[1] + qn[2].astype(np.int64), 2)
     return p.level * 12 + m * 4 + g
 
 
@@ -176,11 +175,12 @@ def _interpolate(x, fr, eb, dtype, st, state, cost=None):
     for p in interpolation.passes(x.shape):
         t = (p.lines, p.targets)
         sel = ... if known is None else ~known[t[0]][t[1]]
-        ctx = _contexts(recon, qmag, p, eb, st.context_model)[sel]
+        near = interpolation.stencil(recon, p)
+        ctx = _contexts(near, qmag, p, eb, st.context_model)[sel]
         xt, ft = x[t[0]][t[1]][sel], fr[t[0]][t[1]][sel]
         best = None
         for cubic in (True, False):
-            pred = interpolation.predict(recon, p, cubic)[sel]
+            pred = interpolation.predict(recon, p, cubic, near)[sel]
             q, esc, r = quantize(xt, pred, level_bound(eb, p), dtype, ft)
             c = _cost(q, esc)
             if best is None or c.sum() < best[0].sum():
@@ -280,7 +280,7 @@ def _encode_values(array, finite, eb, context_model, predictor, model):
         elif net:
             block_maps.append(np.zeros(int(np.prod(_block_grid(x.shape))), bool))
         _interpolate(x, fr, eb, dtype, st, state)
-    sections = {CODES: st.coder.finish(), KINDS: np.packbits(st.kinds).tobytes()}
+    sections = {CODES: st.coder.finish(), KINDS: np.packbits(np.array(st.kinds, bool)).tobytes()}
     if side:
         sections[BLOCKMAP] = np.packbits(np.concatenate(block_maps)).tobytes()
         sections[LATENTS] = b"".join(side)
@@ -358,10 +358,11 @@ def _decode_values(chunk):
         for p in interpolation.passes(recon.shape):
             t = (p.lines, p.targets)
             sel = ... if known is None else ~known[t[0]][t[1]]
-            ctx = _contexts(recon, qmag, p, eb, True)[sel]
+            near = interpolation.stencil(recon, p)
+            ctx = _contexts(near, qmag, p, eb, True)[sel]
             if used["kinds"] >= kinds.size:
                 raise CorruptChunkError("interpolation-kind section is shorter than the passes")
-            pred = interpolation.predict(recon, p, bool(kinds[used["kinds"]]))[sel]
+            pred = interpolation.predict(recon, p, bool(kinds[used["kinds"]]), near)[sel]
             used["kinds"] += 1
             r, m = restore(pred, ctx, level_bound(eb, p))
             _assign(recon, t, sel, r)

@@ -75,10 +75,13 @@ class Encoder:
 
     def add(self, contexts, q, escaped):
         """Codes of one pass; the decoder will ask for them with the same contexts."""
-        contexts, q, escaped = contexts.ravel(), q.ravel(), escaped.ravel()
-        for c in np.unique(contexts):
-            sel = contexts == c
-            self.groups.append((int(c), q[sel], escaped[sel]))
+        order, counts = _grouping(contexts, self.n_contexts)
+        q, escaped = q.ravel()[order], escaped.ravel()[order]
+        start = 0
+        for c in np.flatnonzero(counts):
+            end = start + counts[c]
+            self.groups.append((int(c), q[start:end], escaped[start:end]))
+            start = end
 
     def finish(self):
         mags = {c: [] for c in range(self.n_contexts)}
@@ -121,19 +124,30 @@ class Decoder:
 
     def take(self, contexts):
         """(q, escaped) for one pass, in the order `Encoder.add` got them."""
-        flat = contexts.ravel()
-        symbols = np.empty(flat.size, np.int64)
-        for c in np.unique(flat):
-            sel = flat == c
+        order, counts = _grouping(contexts, len(self.models) and max(self.models) + 1)
+        parts = []
+        for c in np.flatnonzero(counts):
             if int(c) not in self.models:
                 raise CorruptChunkError(f"entropy-coded section lacks the table of context {c}")
             try:
-                symbols[sel] = self.coder.decode(self.models[int(c)], int(np.count_nonzero(sel)))
+                parts.append(self.coder.decode(self.models[int(c)], int(counts[c])))
             except Exception as exc:  # constriction raises on exhausted or garbled data
                 raise CorruptChunkError(f"entropy-coded section is damaged: {exc}") from None
+        symbols = np.empty(order.size, np.int64)
+        if parts:
+            symbols[order] = np.concatenate(parts)
         escaped = symbols == 2 * self.K + 1
         q = np.where(escaped, 0, symbols - self.K).astype(np.int32)
         return q.reshape(contexts.shape), escaped.reshape(contexts.shape)
+
+
+def _grouping(contexts, n_contexts):
+    """Stable order that groups the codes by context (ascending), and the group sizes."""
+    flat = contexts.ravel()
+    counts = np.bincount(flat, minlength=n_contexts)
+    if np.count_nonzero(counts) == 1:
+        return np.arange(flat.size), counts
+    return np.argsort(flat, kind="stable"), counts
 
 
 def _model(table, K):

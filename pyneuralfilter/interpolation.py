@@ -6,6 +6,7 @@ decoded neighbours on each side (quadratic, linear or nearest where the volume e
 weights are dyadic rationals and the arithmetic is fixed-order float64 numpy, so encoder and
 decoder compute bit-identical predictions on any machine.
 """
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,11 +48,14 @@ def passes(shape):
 _CUBIC = (-1 / 16, 9 / 16, 9 / 16, -1 / 16)
 
 
-def _weights(n, s, cubic):
-    """Interpolation weights of neighbours (t-3s, t-s, t+s, t+3s) for targets t = s, 3s, ..."""
+@functools.lru_cache(maxsize=256)
+def weights(n, s, cubic):
+    """Weights of neighbours (t-3s, t-s, t+s, t+3s) for the targets t = s, 3s, ... < n,
+    shaped (4, count): cubic where all four exist, else quadratic, linear or extrapolated;
+    `cubic=False` asks for linear inside and the nearest value at the far end."""
     t = np.arange(s, n, 2 * s)
     has_a, has_c, has_d = t - 3 * s >= 0, t + s < n, t + 3 * s < n
-    if not cubic:                        # linear inside, nearest value at the far end
+    if not cubic:
         has_a = has_d = np.zeros(t.size, bool)
     w = np.zeros((4, t.size))
     w[:, has_a & has_c & has_d] = np.array(_CUBIC)[:, None]
@@ -60,27 +64,33 @@ def _weights(n, s, cubic):
     w[:, ~has_a & has_c & ~has_d] = np.array([0, 1 / 2, 1 / 2, 0])[:, None]
     w[:, ~has_c & has_a] = np.array([-1 / 2, 3 / 2, 0, 0])[:, None]
     w[:, ~has_c & ~has_a] = np.array([0, 1, 0, 0])[:, None]
-    idx = np.clip(t[None, :] + np.array([-3 * s, -s, s, 3 * s])[:, None], 0, n - 1)
-    return w, idx
+    w.flags.writeable = False
+    return w
 
 
-def neighbours(volume, p, cubic=True):
-    """The decoded neighbours (t-3s, t-s, t+s, t+3s) of the pass's targets, with weights."""
-    line = volume[p.lines]
-    n = line.shape[p.axis]
-    w, idx = _weights(n, p.stride, cubic)
+def stencil(volume, p):
+    """The decoded neighbours (t-3s, t-s, t+s, t+3s) of the pass's targets, as four arrays
+    shaped like the targets; past the volume's edge they repeat the edge value."""
+    even = volume[p.lines][tuple(slice(None, None, 2 * p.stride) if ax == p.axis else slice(None)
+                                 for ax in range(3))]
+    count = len(range(p.stride, volume.shape[p.axis], 2 * p.stride))
+    pad = [(0, 0)] * 3
+    pad[p.axis] = (1, count + 3 - even.shape[p.axis] - 1)
+    padded = np.pad(even, pad, mode="edge")
+    return [padded[tuple(slice(k, k + count) if ax == p.axis else slice(None)
+                         for ax in range(3))] for k in range(4)]
+
+
+def predict(volume, p, cubic=True, near=None):
+    """Predictions of the pass's targets (float64) from the decoded values in `volume`:
+    cubic, or linear between the two nearest neighbours.  `near`: the stencil, if at hand."""
+    near = stencil(volume, p) if near is None else near
+    w = weights(volume.shape[p.axis], p.stride, cubic)
     shape = [1, 1, 1]
     shape[p.axis] = -1
-    return [(w[k].reshape(shape), np.take(line, idx[k], axis=p.axis)) for k in range(4)]
-
-
-def predict(volume, p, cubic=True):
-    """Predictions of the pass's targets from the decoded values in `volume` (float64):
-    cubic, or linear between the two nearest neighbours."""
-    terms = neighbours(volume, p, cubic)
     with np.errstate(over="ignore", invalid="ignore"):
-        pred = terms[0][0] * terms[0][1]
-        for w, v in terms[1:]:
-            pred = pred + w * v
+        pred = w[0].reshape(shape) * near[0]
+        for k in (1, 2, 3):
+            pred = pred + w[k].reshape(shape) * near[k]
     pred[~np.isfinite(pred)] = 0.0
     return pred

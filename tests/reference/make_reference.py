@@ -1,0 +1,52 @@
+"""Write the reference chunks of this format version (run by hand, once per format version).
+
+    python tests/reference/make_reference.py
+
+Each chunk is stored with the SHA-256 of its decoded bytes; test_reference.py checks that
+every later version still decodes them to exactly those bytes.  Never regenerate old ones.
+"""
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import pyneuralfilter as nf
+from pyneuralfilter import container, datagen
+
+HERE = Path(__file__).parent
+
+
+def cases():
+    chi = datagen.field("bssn_chi", 16, seed=1)
+    kolmo = datagen.field("kolmo_u", 16, seed=1).astype(np.float64)
+    kolmo[1, 2, 3], kolmo[4, 5, 6] = np.nan, -np.inf
+    yield "chi16_rel1e-3_interp", chi, dict(rel=1e-3, predictor="interp")
+    yield "kolmo16_f64_nan_abs1e-4", kolmo, dict(abs=1e-4, predictor="interp")
+    yield "ramp1d_abs1e-2", np.linspace(0, 1, 77, dtype=np.float32), dict(abs=1e-2)
+    yield "4d_rel1e-2", np.cos(np.arange(2 * 6 * 7 * 9)).reshape(2, 6, 7, 9).astype(np.float32), \
+        dict(rel=1e-2, predictor="interp")
+    yield "chi15_swae_general", datagen.field("bssn_chi", 15, seed=1), dict(rel=1e-3, predictor="swae")
+
+
+def main():
+    version = container.FORMAT_VERSION
+    folder = HERE / f"v{version}"
+    folder.mkdir(exist_ok=True)
+    index = {}
+    for name, array, kw in cases():
+        path = folder / f"{name}.nfc"
+        if path.exists():
+            sys.exit(f"{path} exists: reference chunks are never regenerated")
+        data = nf.encode(array, **kw)
+        path.write_bytes(data)
+        decoded = nf.decode(data)
+        index[name] = {"sha256_decoded": hashlib.sha256(decoded.tobytes()).hexdigest(),
+                       "dtype": str(decoded.dtype), "shape": list(decoded.shape),
+                       "encode_args": {k: v for k, v in kw.items()}}
+    (folder / "index.json").write_text(json.dumps(index, indent=1))
+
+
+if __name__ == "__main__":
+    main()

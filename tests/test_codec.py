@@ -1,0 +1,112 @@
+"""The codec's contract: the bound on every value, exact NaN/Inf, never bigger than raw."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import pyneuralfilter as nf
+from pyneuralfilter import datagen
+from common import absolute_bound, assert_within_bound
+
+HEADER_ALLOWANCE = 200
+
+shapes = st.lists(st.integers(1, 13), min_size=1, max_size=4).map(tuple)
+nasty = st.floats(allow_nan=True, allow_infinity=True, width=32)
+
+
+@st.composite
+def arrays(draw):
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    shape = draw(shapes)
+    kind = draw(st.sampled_from(["smooth", "noise", "constant", "nasty", "huge", "tiny"]))
+    n = int(np.prod(shape))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    if kind == "smooth":
+        grids = np.meshgrid(*[np.linspace(0, 3, s) for s in shape], indexing="ij")
+        a = np.sin(sum(grids)) * draw(st.floats(1e-3, 1e3))
+    elif kind == "noise":
+        a = rng.standard_normal(shape)
+    elif kind == "constant":
+        a = np.full(shape, draw(st.floats(-1e30, 1e30)))
+    elif kind == "huge":
+        a = rng.standard_normal(shape) * (float(np.finfo(dtype).max) / 4)
+    elif kind == "tiny":                             # denormals
+        a = rng.standard_normal(shape) * np.finfo(dtype).smallest_subnormal * 100
+    else:
+        a = np.array(draw(st.lists(nasty, min_size=n, max_size=n)), dtype=np.float64).reshape(shape)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return a.astype(dtype)
+
+
+bounds = st.one_of(st.builds(dict, abs=st.sampled_from([0.0, 1e-6, 1e-3, 0.1, 10.0, 1e300])),
+                   st.builds(dict, rel=st.sampled_from([0.0, 1e-5, 1e-3, 1e-2, 0.5])))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(arrays(), bounds)
+def test_bound_holds_on_every_value(array, bound):
+    data = nf.encode(array, predictor="interp", **bound)
+    assert_within_bound(array, nf.decode(data), absolute_bound(array, **bound))
+    assert len(data) <= array.nbytes + HEADER_ALLOWANCE
+
+
+@pytest.mark.parametrize("shape", [(1,), (4, 4, 4), (7, 11, 13), (5, 5, 5), (3, 17, 9, 6), (33, 2)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fields_round_trip(shape, dtype):
+    rng = np.random.default_rng(0)
+    a = (np.cumsum(rng.standard_normal(shape), axis=-1)).astype(dtype)
+    for bound in (dict(abs=1e-3), dict(rel=1e-2)):
+        assert_within_bound(a, nf.decode(nf.encode(a, predictor="interp", **bound)),
+                            absolute_bound(a, **bound))
+
+
+def test_compresses_smooth_field():
+    a = datagen.field("bssn_chi", 32, seed=1)
+    data = nf.encode(a, rel=1e-3)
+    assert a.nbytes / len(data) > 20
+    assert_within_bound(a, nf.decode(data), absolute_bound(a, rel=1e-3))
+
+
+def test_swae_predicted_blocks_keep_the_bound():
+    a = datagen.field("kolmo_u", 20, seed=1).astype(np.float64)
+    a[3, 4, 5] = np.nan
+    data = nf.encode(a, rel=1e-3, predictor="swae")
+    info = nf.chunk_info(data)
+    assert info["model"] is not None and 5 in info["sections"]       # SWAE blocks present
+    assert_within_bound(a, nf.decode(data), absolute_bound(a, rel=1e-3))
+
+
+def test_nonfinite_reproduced_exactly():
+    a = np.linspace(0, 1, 300, dtype=np.float32).reshape(3, 10, 10)
+    a[0, 0, 0], a[1, 2, 3], a[2, 9, 9] = np.nan, np.inf, -np.inf
+    out = nf.decode(nf.encode(a, rel=1e-3))
+    assert np.isnan(out[0, 0, 0]) and out[1, 2, 3] == np.inf and out[2, 9, 9] == -np.inf
+
+
+@pytest.mark.parametrize("bad, error", [
+    (dict(), TypeError), (dict(abs=1e-3, rel=1e-3), TypeError),
+    (dict(abs=-1.0), ValueError), (dict(rel=float("nan")), ValueError),
+    (dict(abs=float("inf")), ValueError), (dict(abs="x"), TypeError)])
+def test_bound_arguments_checked(bad, error):
+    with pytest.raises(error):
+        nf.encode(np.zeros(10, np.float32), **bad)
+
+
+@pytest.mark.parametrize("a", [np.zeros(5, np.int32), np.zeros(5, np.float16),
+                               np.zeros((2,) * 5, np.float32), np.zeros(3, complex)])
+def test_unsupported_data_refused(a):
+    with pytest.raises(nf.UnsupportedDataError, match="float32 or float64|1 to 4 dimensions"):
+        nf.encode(a, abs=1.0)
+
+
+def test_big_endian_input():
+    a = np.linspace(0, 1, 125).reshape(5, 5, 5).astype(">f8")
+    out = nf.decode(nf.encode(a, abs=1e-4))
+    assert np.abs(out - a).max() <= 1e-4
+
+
+def test_header_describes_chunk():
+    a = np.ones((6, 7, 8), np.float64)
+    info = nf.chunk_info(nf.encode(a, rel=1e-3))
+    assert info["shape"] == (6, 7, 8) and info["dtype"] == "float64" and info["bound"] == "rel"

@@ -1,0 +1,53 @@
+"""A damaged chunk raises CorruptChunkError saying what is wrong; it never decodes silently."""
+import numpy as np
+import pytest
+
+import pyneuralfilter as nf
+from pyneuralfilter import container
+
+A = np.sin(np.linspace(0, 20, 4096)).reshape(16, 16, 16).astype(np.float32)
+DATA = nf.encode(A, rel=1e-3)
+
+
+def test_truncated():
+    with pytest.raises(nf.CorruptChunkError, match="truncated|checksum"):
+        nf.decode(DATA[:-7])
+    with pytest.raises(nf.CorruptChunkError, match="truncated"):
+        nf.decode(DATA[:5])
+
+
+@pytest.mark.parametrize("pos", [10, 40, 90, -30, -5])
+def test_flipped_byte(pos):
+    bad = bytearray(DATA)
+    bad[pos] ^= 0x40
+    with pytest.raises(nf.CorruptChunkError, match="checksum|magic"):
+        nf.decode(bytes(bad))
+
+
+def test_not_a_chunk():
+    with pytest.raises(nf.CorruptChunkError, match="not a neuralfilter chunk"):
+        nf.decode(b"HDF5 is not us" * 4)
+
+
+def test_newer_format_version():
+    chunk = container.unpack(DATA)
+    body = bytearray(chunk.pack()[:-4])
+    body[4] = container.FORMAT_VERSION + 1
+    import struct, zlib
+    with pytest.raises(nf.CorruptChunkError, match="newer than this reader"):
+        nf.decode(bytes(body) + struct.pack("<I", zlib.crc32(bytes(body))))
+
+
+def test_inconsistent_sections_with_valid_checksum():
+    chunk = container.unpack(DATA)
+    chunk.sections[2] = b"\0" * 4          # a verbatim value the codes never asked for
+    with pytest.raises(nf.CorruptChunkError, match="verbatim"):
+        nf.decode(chunk.pack())
+
+
+def test_missing_model_names_hash():
+    chunk = container.unpack(nf.encode(np.random.default_rng(0).standard_normal((10, 10, 10)),
+                                       rel=1e-2, predictor="swae"))
+    chunk.model_hash = bytes.fromhex("ab" * 32)
+    with pytest.raises(nf.ModelNotFoundError, match="abababab"):
+        nf.decode(chunk.pack())
