@@ -33,8 +33,10 @@ def arrays(draw):
         a = rng.standard_normal(shape) * (float(np.finfo(dtype).max) / 4)
     elif kind == "tiny":                             # denormals
         a = rng.standard_normal(shape) * np.finfo(dtype).smallest_subnormal * 100
-    else:
-        a = np.array(draw(st.lists(nasty, min_size=n, max_size=n)), dtype=np.float64).reshape(shape)
+    else:                                            # smooth values with NaN/Inf/extremes sprinkled in
+        a = np.cumsum(rng.standard_normal(n)).reshape(shape)
+        specials = draw(st.lists(nasty, min_size=1, max_size=min(n, 20)))
+        a.flat[rng.choice(n, len(specials), replace=False)] = specials
     with np.errstate(over="ignore", invalid="ignore"):
         return a.astype(dtype)
 
