@@ -143,7 +143,7 @@ class Decoder:
 
 def _grouping(contexts, n_contexts):
     """Stable order that groups the codes by context (ascending), and the group sizes."""
-    flat = contexts.ravel()
+    flat = contexts.ravel().astype(np.uint8)        # < 256 contexts: radix sort
     counts = np.bincount(flat, minlength=n_contexts)
     if np.count_nonzero(counts) == 1:
         return np.arange(flat.size), counts
