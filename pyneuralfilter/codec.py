@@ -7,6 +7,7 @@ Sections of a coded chunk (docs/format.md):
   KINDS      one bit per interpolation pass: cubic or linear
   BLOCKMAP   one bit per full 5x5x5 block: predicted by the SWAE (its codes come first)
   LATENTS    the SWAE blocks' latents and float32 normalisation (centre, half-range)
+  ORDER0     present (empty) when all codes share one context (the ablation without contexts)
 """
 import numpy as np
 import zstandard
@@ -16,7 +17,7 @@ from . import entropy, interpolation, swae
 from .errors import CorruptChunkError, NeuralFilterError, UnsupportedDataError
 from .quantizer import dequantize, quantize
 
-CODES, VERBATIM, NONFINITE, KINDS, BLOCKMAP, LATENTS = 1, 2, 3, 4, 5, 6
+CODES, VERBATIM, NONFINITE, KINDS, BLOCKMAP, LATENTS, ORDER0 = 1, 2, 3, 4, 5, 6, 7
 SWAE_CONTEXT = 36              # residuals of SWAE-predicted blocks
 N_CONTEXTS = 37
 PREDICTORS = ("auto", "interp", "swae")
@@ -281,6 +282,8 @@ def _encode_values(array, finite, eb, context_model, predictor, model):
             block_maps.append(np.zeros(int(np.prod(_block_grid(x.shape))), bool))
         _interpolate(x, fr, eb, dtype, st, state)
     sections = {CODES: st.coder.finish(), KINDS: np.packbits(np.array(st.kinds, bool)).tobytes()}
+    if not context_model:
+        sections[ORDER0] = b""
     if side:
         sections[BLOCKMAP] = np.packbits(np.concatenate(block_maps)).tobytes()
         sections[LATENTS] = b"".join(side)
@@ -359,7 +362,7 @@ def _decode_values(chunk):
             t = (p.lines, p.targets)
             sel = ... if known is None else ~known[t[0]][t[1]]
             near = interpolation.stencil(recon, p)
-            ctx = _contexts(near, qmag, p, eb, True)[sel]
+            ctx = _contexts(near, qmag, p, eb, ORDER0 not in chunk.sections)[sel]
             if used["kinds"] >= kinds.size:
                 raise CorruptChunkError("interpolation-kind section is shorter than the passes")
             pred = interpolation.predict(recon, p, bool(kinds[used["kinds"]]), near)[sel]
