@@ -93,6 +93,8 @@ def _absolute_bound(array, finite, mode, bound):
         return 0.0
     with np.errstate(over="ignore"):
         span = float(values.max()) - float(values.min())
+    if bound == 0:
+        return 0.0
     return min(bound * span, _EB_MAX) if np.isfinite(span) else _EB_MAX
 
 

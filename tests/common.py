@@ -17,4 +17,5 @@ def absolute_bound(array, abs=None, rel=None):
         return abs
     finite = array[np.isfinite(array)].astype(np.float64)
     with np.errstate(over="ignore"):
-        return rel * (finite.max() - finite.min()) if finite.size else 0.0
+        span = finite.max() - finite.min() if finite.size else 0.0
+    return 0.0 if rel == 0 else rel * span
