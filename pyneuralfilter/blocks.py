@@ -56,7 +56,7 @@ def decode_blocks(data) -> np.ndarray:
     pred = swae.predict(net, latents, c, h)
     if RESIDUAL not in chunk.sections:                       # fixed rate
         return pred.astype(chunk.dtype)
-    q, esc = entropy.Decoder(chunk.sections[RESIDUAL], 1).take(np.zeros(pred.shape, np.int64))
+    q, esc = entropy.Decoder(chunk.sections[RESIDUAL], [[0]]).take(np.zeros(pred.shape, np.int64))
     out = dequantize(pred, q, chunk.eb, chunk.dtype)
     verbatim = np.frombuffer(chunk.sections.get(VERBATIM, b""), chunk.dtype.newbyteorder("<"))
     if verbatim.size != np.count_nonzero(esc):
@@ -79,7 +79,7 @@ def fixed_payload_size(n, model=None) -> int:
 def _encode_residual(blocks, finite, pred, eb):
     x = np.where(finite, blocks, 0).astype(np.float64)
     q, esc, _ = quantize(x, pred, eb, blocks.dtype, ~finite)
-    coder = entropy.Encoder(1)
+    coder = entropy.Encoder([[0]])
     coder.add(np.zeros(q.shape, np.int64), q, esc)
     sections = {RESIDUAL: coder.finish()}
     if esc.any():

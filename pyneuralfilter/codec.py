@@ -7,7 +7,6 @@ Sections of a coded chunk (docs/format.md):
   KINDS      one bit per interpolation pass: cubic or linear
   BLOCKMAP   one bit per full 5x5x5 block: predicted by the SWAE (its codes come first)
   LATENTS    the SWAE blocks' latents and float32 normalisation (centre, half-range)
-  ORDER0     present (empty) when all codes share one context (the ablation without contexts)
 """
 import numpy as np
 import zstandard
@@ -17,9 +16,13 @@ from . import entropy, interpolation, swae
 from .errors import CorruptChunkError, NeuralFilterError, UnsupportedDataError
 from .quantizer import dequantize, quantize
 
-CODES, VERBATIM, NONFINITE, KINDS, BLOCKMAP, LATENTS, ORDER0 = 1, 2, 3, 4, 5, 6, 7
+CODES, VERBATIM, NONFINITE, KINDS, BLOCKMAP, LATENTS = 1, 2, 3, 4, 5, 6
 SWAE_CONTEXT = 36              # residuals of SWAE-predicted blocks
 N_CONTEXTS = 37
+# Context sets an encoder may pick (index stored in the chunk): all contexts; one per level
+# (+ SWAE); a single one.  Small chunks often pay less for fewer tables.
+CONTEXT_SETS = (np.arange(N_CONTEXTS), np.minimum(np.arange(N_CONTEXTS) // 12, 3),
+                np.zeros(N_CONTEXTS, int))
 PREDICTORS = ("auto", "interp", "swae")
 _EB_MAX = 2.0 ** 1000          # larger bounds are clamped (still a valid, looser-than-asked bound)
 
@@ -136,10 +139,8 @@ def level_bound(eb, p):
     return eb / min(1.25 ** (p.stride.bit_length() - 1), 3.0)
 
 
-def _contexts(near, qmag, p, eb, on):
+def _contexts(near, qmag, p, eb):
     """Context of every target of pass p: level, neighbour codes, local gradient."""
-    if not on:
-        return np.zeros(near[1].shape, np.int64)
     qn = interpolation.stencil(qmag, p)
     with np.errstate(over="ignore", invalid="ignore"):
         grad = np.abs(near[2] - near[1]) / eb
@@ -162,8 +163,8 @@ class _Streams:
     """What the encoder writes and the decoder reads back, in the same order."""
 
     def __init__(self, context_model):
-        self.context_model = context_model
-        self.coder = entropy.Encoder(N_CONTEXTS)
+        choices = None if context_model else [len(CONTEXT_SETS) - 1]
+        self.coder = entropy.Encoder(CONTEXT_SETS, choices)
         self.verbatim, self.kinds = [], []
 
 
@@ -179,7 +180,7 @@ def _interpolate(x, fr, eb, dtype, st, state, cost=None):
         t = (p.lines, p.targets)
         sel = ... if known is None else ~known[t[0]][t[1]]
         near = interpolation.stencil(recon, p)
-        ctx = _contexts(near, qmag, p, eb, st.context_model)[sel]
+        ctx = _contexts(near, qmag, p, eb)[sel]
         xt, ft = x[t[0]][t[1]][sel], fr[t[0]][t[1]][sel]
         best = None
         for cubic in (True, False):
@@ -284,8 +285,6 @@ def _encode_values(array, finite, eb, context_model, predictor, model):
             block_maps.append(np.zeros(int(np.prod(_block_grid(x.shape))), bool))
         _interpolate(x, fr, eb, dtype, st, state)
     sections = {CODES: st.coder.finish(), KINDS: np.packbits(np.array(st.kinds, bool)).tobytes()}
-    if not context_model:
-        sections[ORDER0] = b""
     if side:
         sections[BLOCKMAP] = np.packbits(np.concatenate(block_maps)).tobytes()
         sections[LATENTS] = b"".join(side)
@@ -322,7 +321,7 @@ def _decode_values(chunk):
     verbatim = np.frombuffer(raw_verbatim, dtype.newbyteorder("<")).astype(np.float64)
     if CODES not in chunk.sections:
         raise CorruptChunkError("coded chunk has no code section")
-    coder = entropy.Decoder(chunk.sections[CODES], N_CONTEXTS)
+    coder = entropy.Decoder(chunk.sections[CODES], CONTEXT_SETS)
     kinds = np.unpackbits(np.frombuffer(chunk.sections.get(KINDS, b""), np.uint8))
     used = {"verbatim": 0, "kinds": 0, "blocks": 0}
 
@@ -364,7 +363,7 @@ def _decode_values(chunk):
             t = (p.lines, p.targets)
             sel = ... if known is None else ~known[t[0]][t[1]]
             near = interpolation.stencil(recon, p)
-            ctx = _contexts(near, qmag, p, eb, ORDER0 not in chunk.sections)[sel]
+            ctx = _contexts(near, qmag, p, eb)[sel]
             if used["kinds"] >= kinds.size:
                 raise CorruptChunkError("interpolation-kind section is shorter than the passes")
             pred = interpolation.predict(recon, p, bool(kinds[used["kinds"]]), near)[sel]

@@ -1,7 +1,7 @@
 """The self-describing chunk format (see docs/format.md).  Fixed little-endian layout:
 
-    header   magic "NFC1", format version, mode, dtype, rank, shape, bound, model hash
-    sections count, then per section: tag (u8) and length (u32)
+    header   magic "NFC1", format version, mode, dtype, rank, shape, bound
+    sections count, then per section: tag (u8) and length (u32); tag 0 is the model hash
     payload  the sections' bytes, in order
     trailer  CRC-32 of everything before it
 """
@@ -24,6 +24,7 @@ HASH_BYTES = 32
 _FIXED = struct.Struct("<4sBBBB")                    # magic, version, mode, dtype, rank
 _BOUND = struct.Struct("<Bdd")                       # bound mode, bound as given, absolute bound
 _SECTION = struct.Struct("<BI")
+MODEL = 0                                            # section: SHA-256 of the model used
 
 
 @dataclass
@@ -45,10 +46,13 @@ class Chunk:
             raise UnsupportedDataError(f"dtype {self.dtype} cannot be stored") from None
         parts = [_FIXED.pack(MAGIC, FORMAT_VERSION, self.mode, dcode, len(self.shape)),
                  struct.pack(f"<{len(self.shape)}Q", *self.shape),
-                 _BOUND.pack(self.bound_mode, self.bound, self.eb),
-                 self.model_hash, struct.pack("<B", len(self.sections))]
-        parts += [_SECTION.pack(tag, len(data)) for tag, data in self.sections.items()]
-        parts += list(self.sections.values())
+                 _BOUND.pack(self.bound_mode, self.bound, self.eb)]
+        sections = dict(self.sections)
+        if any(self.model_hash):
+            sections = {MODEL: bytes(self.model_hash), **sections}
+        parts.append(struct.pack("<B", len(sections)))
+        parts += [_SECTION.pack(tag, len(data)) for tag, data in sections.items()]
+        parts += list(sections.values())
         body = b"".join(parts)
         return body + struct.pack("<I", zlib.crc32(body))
 
@@ -83,8 +87,6 @@ def unpack(data) -> Chunk:
         pos += 8 * rank
         bound_mode, bound, eb = _BOUND.unpack_from(data, pos)
         pos += _BOUND.size
-        model_hash = data[pos:pos + HASH_BYTES]
-        pos += HASH_BYTES
         (count,) = struct.unpack_from("<B", data, pos)
         pos += 1
         heads = [_SECTION.unpack_from(data, pos + i * _SECTION.size) for i in range(count)]
@@ -99,4 +101,7 @@ def unpack(data) -> Chunk:
         pos += length
     if pos != len(data) - 4:
         raise CorruptChunkError(f"{len(data) - 4 - pos} unexplained bytes after the last section")
+    model_hash = sections.pop(MODEL, bytes(HASH_BYTES))
+    if len(model_hash) != HASH_BYTES:
+        raise CorruptChunkError(f"model hash section holds {len(model_hash)} bytes, not {HASH_BYTES}")
     return Chunk(mode, DTYPES[dcode], tuple(shape), bound_mode, bound, eb, model_hash, sections)

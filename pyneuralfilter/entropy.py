@@ -67,54 +67,65 @@ class Table:
 
 
 class Encoder:
-    """Collects (context, code) groups pass by pass; `finish` fits the tables and codes them."""
+    """Collects the codes pass by pass with their contexts; `finish` codes them.
 
-    def __init__(self, n_contexts):
-        self.n_contexts = n_contexts
-        self.groups = []                   # (context, q, escaped) in decoding order
+    `maps` are the context sets the encoder may use, each an array mapping every context to a
+    coded context (e.g. identity, or merged contexts for small chunks where tables would cost
+    more than they save); `finish` keeps the one giving the fewest bytes.
+    """
+
+    def __init__(self, maps, choices=None):
+        self.maps = [np.asarray(m, np.uint8) for m in maps]
+        self.choices = range(len(maps)) if choices is None else choices
+        self.passes = []                    # (contexts, q, escaped) in decoding order
 
     def add(self, contexts, q, escaped):
         """Codes of one pass; the decoder will ask for them with the same contexts."""
-        order, counts = _grouping(contexts, self.n_contexts)
-        q, escaped = q.ravel()[order], escaped.ravel()[order]
-        start = 0
-        for c in np.flatnonzero(counts):
-            end = start + counts[c]
-            self.groups.append((int(c), q[start:end], escaped[start:end]))
-            start = end
+        self.passes.append((contexts.ravel(), q.ravel(), escaped.ravel()))
 
     def finish(self):
-        mags = {c: [] for c in range(self.n_contexts)}
-        esc = dict.fromkeys(range(self.n_contexts), 0)
-        K = 0
-        for c, q, e in self.groups:
-            mags[c].append(q[~e])
-            esc[c] += int(np.count_nonzero(e))
-            if q.size:
-                K = max(K, int(np.abs(q).max()))
-        used = [c for c in range(self.n_contexts) if mags[c]]
-        tables = {c: Table.fit(np.concatenate(mags[c]), esc[c]) for c in used}
+        return min((self._code(i) for i in self.choices), key=len)
+
+    def _code(self, index):
+        cmap = self.maps[index]
+        groups = []
+        for contexts, q, escaped in self.passes:
+            order, counts = _grouping(cmap[contexts], len(cmap))
+            q, escaped = q[order], escaped[order]
+            start = 0
+            for c in np.flatnonzero(counts):
+                end = start + counts[c]
+                groups.append((int(c), q[start:end], escaped[start:end]))
+                start = end
+        K = max((int(np.abs(q).max()) for _, q, _ in groups if q.size), default=0)
+        used = sorted({c for c, _, _ in groups})
+        tables = {c: Table.fit(np.concatenate([q[~e] for g, q, e in groups if g == c]),
+                               sum(int(np.count_nonzero(e)) for g, _, e in groups if g == c))
+                  for c in used}
         models = {c: _model(tables[c], K) for c in used}
         coder = constriction.stream.stack.AnsCoder()
-        for c, q, e in reversed(self.groups):
-            symbols = np.where(e, 2 * K + 1, q + K).astype(np.int32)
-            coder.encode_reverse(symbols, models[c])
+        for c, q, e in reversed(groups):
+            coder.encode_reverse(np.where(e, 2 * K + 1, q + K).astype(np.int32), models[c])
         mask = sum(1 << c for c in used)
-        head = struct.pack("<HQ", K, mask) + b"".join(tables[c].codes for c in used)
+        head = struct.pack("<BHQ", index, K, mask) + b"".join(tables[c].codes for c in used)
         return head + coder.get_compressed().astype("<u4").tobytes()
 
 
 class Decoder:
-    def __init__(self, data, n_contexts):
+    def __init__(self, data, maps):
         try:
-            K, mask = struct.unpack_from("<HQ", data)
-        except struct.error:
-            raise CorruptChunkError("entropy-coded section truncated") from None
-        pos = struct.calcsize("<HQ")
+            index, K, mask = struct.unpack_from("<BHQ", data)
+            self.cmap = np.asarray(maps[index], np.uint8)
+        except (struct.error, IndexError):
+            raise CorruptChunkError("entropy-coded section truncated or names an unknown "
+                                    "context set") from None
+        pos = struct.calcsize("<BHQ")
         self.K = K
         self.models = {}
-        for c in range(n_contexts):
+        for c in range(64):
             if mask >> c & 1:
+                if pos + Table.SIZE > len(data):
+                    raise CorruptChunkError("entropy-coded section truncated in its tables")
                 self.models[c] = _model(Table(data[pos:pos + Table.SIZE]), K)
                 pos += Table.SIZE
         words = data[pos:]
@@ -124,7 +135,7 @@ class Decoder:
 
     def take(self, contexts):
         """(q, escaped) for one pass, in the order `Encoder.add` got them."""
-        order, counts = _grouping(contexts, len(self.models) and max(self.models) + 1)
+        order, counts = _grouping(self.cmap[contexts], len(self.cmap))
         parts = []
         for c in np.flatnonzero(counts):
             if int(c) not in self.models:
