@@ -38,13 +38,25 @@ def encode(array, *, abs=None, rel=None, model=None, predictor="auto", context_m
     finite = np.isfinite(array)
     eb = _absolute_bound(array, finite, bound_mode, bound)
     head = dict(dtype=array.dtype, shape=array.shape, bound_mode=bound_mode, bound=bound, eb=eb)
-    raw = _pack_raw(array, head)
+    candidates = [_pack_raw(array, head)]
     if eb == 0 or array.size == 0:
-        return raw
-    sections, net = _encode_values(array, finite, eb, context_model, predictor, model)
-    model_hash = swae.hash_bytes(net) if net else bytes(C.HASH_BYTES)
-    coded = C.Chunk(C.MODE_CODED, sections=sections, model_hash=model_hash, **head).pack()
-    return coded if len(coded) < len(raw) else raw
+        return candidates[0]
+    values = array.astype(np.float64).reshape(_volumes(array.shape))
+    free = ~finite.reshape(values.shape)
+    values[free] = 0.0
+    net = _model_or_none(model, predictor)
+    costs = [] if net and predictor == "auto" else None
+    if predictor != "swae":
+        sections = _encode_values(array, values, free, eb, context_model, costs=costs)
+        candidates.append(C.Chunk(C.MODE_CODED, sections=sections, **head).pack())
+    if net:           # SWAE blocks first; "auto" keeps them only if the chunk gets smaller
+        picks = [_choose_blocks(net, values[v], free[v], eb, array.dtype,
+                                None if costs is None else costs[v]) for v in range(len(values))]
+        if any(picks):
+            sections = _encode_values(array, values, free, eb, context_model, net, picks)
+            candidates.append(C.Chunk(C.MODE_CODED, sections=sections,
+                                      model_hash=swae.hash_bytes(net), **head).pack())
+    return min(candidates, key=len)
 
 
 def decode(data) -> np.ndarray:
@@ -230,8 +242,9 @@ def _put_blocks(x, grid, chosen, values):
         .transpose(0, 3, 1, 4, 2, 5).reshape(bz * b, by * b, bx * b)
 
 
-def _choose_blocks(net, x, fr, eb, dtype, predictor, context_model):
-    """Blocks the SWAE codes, with their latents, normalisation, codes and decoded values."""
+def _choose_blocks(net, x, fr, eb, dtype, cost):
+    """The blocks of volume x the SWAE codes: every full finite block, or (given the
+    interpolation's estimated cost map) those where the SWAE is estimated cheaper."""
     grid = _block_grid(x.shape)
     if not np.prod(grid):
         return None
@@ -241,35 +254,27 @@ def _choose_blocks(net, x, fr, eb, dtype, predictor, context_model):
         return None
     latents, c, h, pred = swae.encode(net, xb)
     q, esc, r = quantize(xb, pred, eb, dtype)
-    side_bits = 8 * swae.side_size(net, 1)
-    swae_cost = side_bits + _cost(q, esc).reshape(len(xb), -1).sum(axis=1)
     wins = np.ones(len(xb), bool)
-    if predictor == "auto":
-        trial = _Streams(context_model)
-        cost = np.zeros(x.shape)
-        state = (np.zeros_like(x), np.zeros(x.shape, np.int8), None)
-        _interpolate(x, fr, eb, dtype, trial, state, cost)
-        interp_cost = _blocks(cost, grid)[eligible].reshape(len(xb), -1).sum(axis=1)
-        wins = swae_cost < interp_cost
-    if not wins.any():
-        return None
+    if cost is not None:
+        swae_cost = 8 * swae.side_size(net, 1) + _cost(q, esc).reshape(len(xb), -1).sum(axis=1)
+        wins = swae_cost < _blocks(cost, grid)[eligible].reshape(len(xb), -1).sum(axis=1)
+        if not wins.any():
+            return None
     chosen = np.zeros(eligible.size, bool)
     chosen[np.flatnonzero(eligible)[wins]] = True
     return grid, chosen, latents[wins], c[wins], h[wins], q[wins], esc[wins], r[wins], xb[wins]
 
 
-def _encode_values(array, finite, eb, context_model, predictor, model):
+def _encode_values(array, values, free, eb, context_model, net=None, picks=None, costs=None):
+    """Sections of a coded chunk: interpolation alone, or after the SWAE blocks in `picks`
+    (one entry per volume).  `costs`: a list to receive each volume's estimated cost map."""
     dtype = array.dtype
-    values = array.astype(np.float64).reshape(_volumes(array.shape))
-    free = ~finite.reshape(values.shape)
-    values[free] = 0.0
-    net = _model_or_none(model, predictor)
     st = _Streams(context_model)
     block_maps, side = [], []
     for v in range(values.shape[0]):
         x, fr = values[v], free[v]
         state = (np.zeros_like(x), np.zeros(x.shape, np.int8), None)
-        picked = net and _choose_blocks(net, x, fr, eb, dtype, predictor, context_model)
+        picked = picks[v] if picks else None
         if picked:
             grid, chosen, latents, c, h, q, esc, r, xb = picked
             block_maps.append(chosen)
@@ -281,9 +286,12 @@ def _encode_values(array, finite, eb, context_model, predictor, model):
             _put_blocks(state[0], grid, chosen, r)
             _put_blocks(state[1], grid, chosen, _magnitude(q, esc))
             state = (state[0], state[1], known)
-        elif net:
+        elif picks:
             block_maps.append(np.zeros(int(np.prod(_block_grid(x.shape))), bool))
-        _interpolate(x, fr, eb, dtype, st, state)
+        cost = None if costs is None else np.zeros(x.shape)
+        _interpolate(x, fr, eb, dtype, st, state, cost)
+        if costs is not None:
+            costs.append(cost)
     sections = {CODES: st.coder.finish(), KINDS: np.packbits(np.array(st.kinds, bool)).tobytes()}
     if side:
         sections[BLOCKMAP] = np.packbits(np.concatenate(block_maps)).tobytes()
@@ -292,8 +300,8 @@ def _encode_values(array, finite, eb, context_model, predictor, model):
     if verbatim.size:
         sections[VERBATIM] = verbatim.tobytes()
     if free.any():
-        sections[NONFINITE] = _pack_nonfinite(array, ~finite)
-    return sections, (net if side else None)
+        sections[NONFINITE] = _pack_nonfinite(array, free.reshape(array.shape))
+    return sections
 
 
 def _model_or_none(model, predictor):
