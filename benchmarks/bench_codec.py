@@ -40,7 +40,8 @@ sys.path.insert(0, HERE)
 import fields  # noqa: E402
 import peers  # noqa: E402
 
-DEFAULT_FIELDS = ["bssn_chi", "bssn_alpha", "bssn_Atxy", "kolmo_u", "grayscott_v", "lognormal_rho"]
+DEFAULT_FIELDS = ["bssn_chi", "bssn_alpha", "bssn_Atxy", "kolmo_u", "grayscott_u", "grayscott_v",
+                  "lognormal_rho"]
 QUICK = dict(sizes=[24], rels=[1e-2, 1e-3], fields=["bssn_chi", "kolmo_u", "grayscott_v"],
              chunks=["whole", "16"], gs_steps=100)
 
