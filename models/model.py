@@ -47,8 +47,9 @@ class Model:
             raise ValueError(f"blocks must have shape (n, 5, 5, 5), got {x.shape}")
         enc = self._load_encoder()
         import torch
-        with torch.no_grad():
-            z = enc(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).double().numpy()
+        with torch.no_grad():      # latents are stored, so the device's rounding cannot matter
+            x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self._device)
+            z = enc(x).double().cpu().numpy()
         return np.clip(np.round(z * self.levels), -self.levels, self.levels).astype(np.int16)
 
     def decode(self, latents, backend="numpy"):
@@ -56,6 +57,7 @@ class Model:
         return self.decoder.decode(latents, backend)
 
     def _load_encoder(self):
+        """The TorchScript encoder, on the GPU when there is one (self._device)."""
         if self._encoder is None:
             if self._encoder_bytes is None:
                 raise NeuralFilterError(f"model {self.hash[:16]} has no encoder (decode-only file)")
@@ -64,8 +66,10 @@ class Model:
             except ImportError:
                 raise NeuralFilterError("encoding with a neural model needs torch "
                                         "(pip install 'neuralfilter[torch]'); decoding does not") from None
-            self._encoder = torch.jit.load(io.BytesIO(self._encoder_bytes), map_location="cpu")
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            self._encoder = torch.jit.load(io.BytesIO(self._encoder_bytes), map_location=device)
             self._encoder.eval()
+            self._device = device
         return self._encoder
 
     def __repr__(self):
