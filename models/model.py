@@ -48,7 +48,7 @@ class Model:
         enc = self._load_encoder()
         import torch
         with torch.no_grad():      # latents are stored, so the device's rounding cannot matter
-            x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self._device)
+            x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(next(enc.parameters()).device)
             z = enc(x).double().cpu().numpy()
         return np.clip(np.round(z * self.levels), -self.levels, self.levels).astype(np.int16)
 
@@ -57,7 +57,7 @@ class Model:
         return self.decoder.decode(latents, backend)
 
     def _load_encoder(self):
-        """The TorchScript encoder, on the GPU when there is one (self._device)."""
+        """The TorchScript encoder, loaded on the GPU when there is one."""
         if self._encoder is None:
             if self._encoder_bytes is None:
                 raise NeuralFilterError(f"model {self.hash[:16]} has no encoder (decode-only file)")
@@ -69,7 +69,6 @@ class Model:
             device = "cuda" if torch.cuda.is_available() else "cpu"
             self._encoder = torch.jit.load(io.BytesIO(self._encoder_bytes), map_location=device)
             self._encoder.eval()
-            self._device = device
         return self._encoder
 
     def __repr__(self):
