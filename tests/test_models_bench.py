@@ -25,9 +25,11 @@ def test_bench_models_quick(tmp_path):
     for f in ("models.md", "models.json", "models.png"):
         assert (tmp_path / f).stat().st_size > 0, f
     rows = json.loads((tmp_path / "models.json").read_text())["results"]
-    assert len(rows) == 10 and len({r["hash"] for r in rows}) == 10
+    expected = 10 + len(set(models.DEFAULT_MODELS.values()) - {models.load().hash})
+    assert len(rows) == expected and len({r["hash"] for r in rows}) == expected
     assert any(r["pareto_bytes"] for r in rows) and any(r["pareto_speed"] for r in rows)
     assert rows[0]["variant"].startswith("baseline") and rows[0]["psnr"] > 15   # shipped model
     for r in rows:       # quick mode barely trains students: only check that numbers are sane
         assert 0 < r["psnr"] < 200 and r["decoder_bytes"] > 0 and r["decode_Mvalues_s"] > 0
+        assert all(ratio > 1 for ratio in r["ratio_rel1e-3"].values())
     assert min(r["decoder_bytes"] for r in rows[1:]) < rows[0]["decoder_bytes"]
