@@ -7,22 +7,32 @@ Sections of a coded chunk (docs/format.md):
   KINDS      one bit per interpolation pass: cubic or linear
   BLOCKMAP   one bit per full 5x5x5 block: predicted by the SWAE (its codes come first)
   LATENTS    the SWAE blocks' latents and float32 normalisation (centre, half-range)
+  LORENZO    instead of CODES/KINDS: the codes of the Lorenzo predictor (rough fields)
 """
 import numpy as np
 import zstandard
 
 from . import container as C
-from . import entropy, interpolation, swae
+from . import entropy, interpolation, lorenzo, swae
 from .errors import CorruptChunkError, NeuralFilterError, UnsupportedDataError
 from .quantizer import dequantize, quantize
 
-CODES, VERBATIM, NONFINITE, KINDS, BLOCKMAP, LATENTS = 1, 2, 3, 4, 5, 6
+CODES, VERBATIM, NONFINITE, KINDS, BLOCKMAP, LATENTS, LORENZO = 1, 2, 3, 4, 5, 6, 7
 SWAE_CONTEXT = 36              # residuals of SWAE-predicted blocks
 N_CONTEXTS = 37
 # Context sets an encoder may pick (index stored in the chunk): all contexts; one per level
 # (+ SWAE); a single one.  Small chunks often pay less for fewer tables.
 CONTEXT_SETS = (np.arange(N_CONTEXTS), np.minimum(np.arange(N_CONTEXTS) // 12, 3),
                 np.zeros(N_CONTEXTS, int))
+# Lorenzo codes are grouped slice by slice (along the first axis); a code's context is the
+# magnitude of the code at the same place in the previous slice: 0, 1, 2, 3-4, 5-8, 9+.
+_LORENZO_EDGES = np.array([1, 2, 3, 5, 9])
+LORENZO_CONTEXTS = (np.arange(len(_LORENZO_EDGES) + 1), np.zeros(len(_LORENZO_EDGES) + 1, int))
+
+
+def _lorenzo_contexts(previous_q, previous_esc):
+    mag = np.where(previous_esc, 1 << 20, np.abs(previous_q))
+    return np.searchsorted(_LORENZO_EDGES, mag, side="right")
 PREDICTORS = ("auto", "interp", "swae")
 _EB_MAX = 2.0 ** 1000          # larger bounds are clamped (still a valid, looser-than-asked bound)
 
@@ -48,6 +58,8 @@ def encode(array, *, abs=None, rel=None, model=None, predictor="auto", context_m
     costs = [] if net and predictor == "auto" else None
     if predictor != "swae":
         sections = _encode_values(array, values, free, eb, context_model, costs=costs)
+        candidates.append(C.Chunk(C.MODE_CODED, sections=sections, **head).pack())
+        sections = _encode_lorenzo(array, values, free, eb)
         candidates.append(C.Chunk(C.MODE_CODED, sections=sections, **head).pack())
     if net:           # SWAE blocks first; "auto" keeps them only if the chunk gets smaller
         picks = [_choose_blocks(net, values[v], free[v], eb, array.dtype,
@@ -296,12 +308,32 @@ def _encode_values(array, values, free, eb, context_model, net=None, picks=None,
     if side:
         sections[BLOCKMAP] = np.packbits(np.concatenate(block_maps)).tobytes()
         sections[LATENTS] = b"".join(side)
-    verbatim = np.concatenate(st.verbatim).astype(dtype.newbyteorder("<"))
+    return _with_side_values(sections, array, free, st.verbatim)
+
+
+def _with_side_values(sections, array, free, verbatim):
+    """Add the verbatim values (in coding order) and the non-finite values to the sections."""
+    verbatim = np.concatenate(verbatim).astype(array.dtype.newbyteorder("<"))
     if verbatim.size:
         sections[VERBATIM] = verbatim.tobytes()
     if free.any():
         sections[NONFINITE] = _pack_nonfinite(array, free.reshape(array.shape))
     return sections
+
+
+def _encode_lorenzo(array, values, free, eb):
+    """Sections of a chunk coded by the Lorenzo predictor (one context)."""
+    coder = entropy.Encoder(LORENZO_CONTEXTS)
+    verbatim = []
+    for x, fr in zip(values, free):
+        q, esc, recon = np.zeros(x.shape, np.int32), np.zeros(x.shape, bool), np.zeros_like(x)
+        lorenzo.encode(x, fr, eb, array.dtype == np.float32, q, esc, recon)
+        previous = (np.zeros(q.shape[1:], np.int32), np.zeros(q.shape[1:], bool))
+        for q_slice, esc_slice in zip(q, esc):
+            coder.add(_lorenzo_contexts(*previous), q_slice, esc_slice)
+            previous = (q_slice, esc_slice)
+        verbatim.append(x[esc])
+    return _with_side_values({LORENZO: coder.finish()}, array, free, verbatim)
 
 
 def _model_or_none(model, predictor):
@@ -318,15 +350,47 @@ def _model_or_none(model, predictor):
         return None
 
 
+def _verbatim(chunk):
+    raw = chunk.sections.get(VERBATIM, b"")
+    if len(raw) % chunk.dtype.itemsize:
+        raise CorruptChunkError("verbatim section does not hold whole values")
+    return np.frombuffer(raw, chunk.dtype.newbyteorder("<")).astype(np.float64)
+
+
+def _finish(out, chunk):
+    result = out.astype(chunk.dtype).reshape(chunk.shape)
+    if NONFINITE in chunk.sections:
+        _unpack_nonfinite(chunk.sections[NONFINITE], result)
+    return result
+
+
+def _decode_lorenzo(chunk):
+    out = np.zeros(_volumes(chunk.shape), np.float64)
+    verbatim = _verbatim(chunk)
+    coder = entropy.Decoder(chunk.sections[LORENZO], LORENZO_CONTEXTS)
+    used = 0
+    for recon in out:
+        q, esc = np.zeros(recon.shape, np.int32), np.zeros(recon.shape, bool)
+        previous = (q[0], esc[0])
+        for i in range(len(recon)):
+            q[i], esc[i] = coder.take(_lorenzo_contexts(*previous))
+            previous = (q[i], esc[i])
+        if used + np.count_nonzero(esc) > verbatim.size:
+            raise CorruptChunkError("verbatim section is shorter than the codes say")
+        used = lorenzo.decode(q, esc, verbatim, used, chunk.eb, chunk.dtype == np.float32, recon)
+    if used != verbatim.size:
+        raise CorruptChunkError("verbatim section is longer than the codes say")
+    return _finish(out, chunk)
+
+
 def _decode_values(chunk):
+    if LORENZO in chunk.sections:
+        return _decode_lorenzo(chunk)
     dtype = chunk.dtype
     shape4 = _volumes(chunk.shape)
     eb = chunk.eb
     out = np.zeros(shape4, np.float64)
-    raw_verbatim = chunk.sections.get(VERBATIM, b"")
-    if len(raw_verbatim) % dtype.itemsize:
-        raise CorruptChunkError("verbatim section does not hold whole values")
-    verbatim = np.frombuffer(raw_verbatim, dtype.newbyteorder("<")).astype(np.float64)
+    verbatim = _verbatim(chunk)
     if CODES not in chunk.sections:
         raise CorruptChunkError("coded chunk has no code section")
     coder = entropy.Decoder(chunk.sections[CODES], CONTEXT_SETS)
@@ -381,10 +445,7 @@ def _decode_values(chunk):
             _assign(qmag, t, sel, m)
     if used["verbatim"] != verbatim.size:
         raise CorruptChunkError("verbatim section is longer than the codes say")
-    result = out.astype(dtype).reshape(chunk.shape)
-    if NONFINITE in chunk.sections:
-        _unpack_nonfinite(chunk.sections[NONFINITE], result)
-    return result
+    return _finish(out, chunk)
 
 
 def _block_side(chunk):

@@ -25,11 +25,13 @@ def _decode_in_subprocess(path, threads, hide_torch=False):
     return out.stdout.strip()
 
 
-@pytest.mark.parametrize("predictor", ["interp", "swae"])
-def test_decode_identical_across_threads_and_without_torch(tmp_path, predictor):
-    a = datagen.field("bssn_Atxy", 20, seed=1)
+@pytest.mark.parametrize("field, rel, predictor, section", [
+    ("bssn_Atxy", 1e-3, "interp", 4), ("bssn_Atxy", 1e-3, "swae", 6), ("kolmo_u", 1e-4, "interp", 7)])
+def test_decode_identical_across_threads_and_without_torch(tmp_path, field, rel, predictor, section):
+    a = datagen.field(field, 20, seed=1)
     path = tmp_path / "chunk.nfc"
-    path.write_bytes(nf.encode(a, rel=1e-3, predictor=predictor))
+    path.write_bytes(nf.encode(a, rel=rel, predictor=predictor))
+    assert section in nf.chunk_info(path.read_bytes())["sections"]     # the path under test
     here = hashlib.sha256(nf.decode(path.read_bytes()).tobytes()).hexdigest()
     assert {_decode_in_subprocess(path, 1), _decode_in_subprocess(path, 2),
             _decode_in_subprocess(path, 2, hide_torch=True)} == {here}

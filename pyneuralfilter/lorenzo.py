@@ -1,0 +1,73 @@
+"""The 3D Lorenzo predictor, closed loop, compiled with numba.
+
+Each point is predicted from its seven already-decoded lower neighbours,
+p = f(i-1,j,k) + f(i,j-1,k) + f(i,j,k-1) - f(i-1,j-1,k) - f(i-1,j,k-1) - f(i,j-1,k-1)
+    + f(i-1,j-1,k-1)  (0 outside the volume), summed left to right in float64,
+and quantized exactly as `quantizer.quantize` does.  Point by point, so it is a numba loop;
+it beats interpolation on rough fields at tight bounds (turbulence).  Additions, one
+multiplication and a rounding to the dtype: no fused multiply-add can change a result.
+"""
+import numba
+import numpy as np
+
+from .quantizer import QMAX
+
+
+@numba.njit(cache=True)
+def _predict(r, i, j, k):
+    a = r[i - 1, j, k] if i else 0.0
+    b = r[i, j - 1, k] if j else 0.0
+    c = r[i, j, k - 1] if k else 0.0
+    d = r[i - 1, j - 1, k] if i and j else 0.0
+    e = r[i - 1, j, k - 1] if i and k else 0.0
+    f = r[i, j - 1, k - 1] if j and k else 0.0
+    g = r[i - 1, j - 1, k - 1] if i and j and k else 0.0
+    p = a + b + c - d - e - f + g
+    return p if np.isfinite(p) else 0.0
+
+
+@numba.njit(cache=True)
+def _round(v, single):
+    return np.float64(np.float32(v)) if single else v
+
+
+@numba.njit(cache=True)
+def encode(x, free, eb, single, q, escaped, recon):
+    """Codes q and escape flags of volume x (float64, 3D); recon receives the decoded values."""
+    twoeb = 2.0 * eb
+    Z, Y, X = x.shape
+    for i in range(Z):
+        for j in range(Y):
+            for k in range(X):
+                p = _predict(recon, i, j, k)
+                v = x[i, j, k]
+                qq = np.rint((v - p) / twoeb)
+                ok = abs(qq) <= QMAX
+                if not ok or free[i, j, k]:
+                    qq = 0.0
+                r = _round(p + qq * twoeb, single)
+                ok = ok and abs(r - v) <= eb
+                if not ok and not free[i, j, k]:
+                    escaped[i, j, k] = True
+                    q[i, j, k] = 0
+                    recon[i, j, k] = v
+                else:
+                    q[i, j, k] = np.int32(qq)
+                    recon[i, j, k] = r
+
+
+@numba.njit(cache=True)
+def decode(q, escaped, verbatim, start, eb, single, recon):
+    """Rebuild a volume from its codes; returns the index of the next unused verbatim value."""
+    twoeb = 2.0 * eb
+    Z, Y, X = recon.shape
+    used = start
+    for i in range(Z):
+        for j in range(Y):
+            for k in range(X):
+                if escaped[i, j, k]:
+                    recon[i, j, k] = verbatim[used]
+                    used += 1
+                else:
+                    recon[i, j, k] = _round(_predict(recon, i, j, k) + q[i, j, k] * twoeb, single)
+    return used
