@@ -121,3 +121,18 @@ def test_nonfinite_values_cost_little():
     clean, dirty = len(nf.encode(a, rel=1e-3)), len(nf.encode(b, rel=1e-3))
     assert dirty < 1.2 * clean + 100
     assert_within_bound(b, nf.decode(nf.encode(b, rel=1e-3)), absolute_bound(b, rel=1e-3))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(arrays(), st.sampled_from([1e-6, 1e-3, 0.1]))
+def test_lorenzo_path_keeps_the_bound(array, abs_bound):
+    """The Lorenzo predictor on its own (the encoder picks it only when it codes smaller)."""
+    from pyneuralfilter import codec, container
+    finite = np.isfinite(array)
+    values = array.astype(np.float64).reshape(codec._volumes(array.shape))
+    free = ~finite.reshape(values.shape)
+    values[free] = 0.0
+    sections = codec._encode_lorenzo(array, values, free, abs_bound)
+    data = container.Chunk(container.MODE_CODED, array.dtype, array.shape, container.BOUND_ABS,
+                           abs_bound, abs_bound, sections=sections).pack()
+    assert_within_bound(array, nf.decode(data), abs_bound)
