@@ -11,8 +11,8 @@ import numpy as np
 
 from . import container as C
 from . import entropy, swae
-from .codec import (NONFINITE, VERBATIM, _absolute_bound, _check_bound, _pack_nonfinite,
-                    _unpack_nonfinite)
+from .codec import (DIGEST, NONFINITE, VERBATIM, _absolute_bound, _check_bound, _digest,
+                    _pack_nonfinite, _unpack_nonfinite)
 from .errors import CorruptChunkError, UnsupportedDataError
 from .quantizer import dequantize, quantize
 
@@ -40,8 +40,11 @@ def encode_blocks(blocks, *, abs=None, rel=None, model=None, mode="bounded") -> 
     clean = np.where(finite, blocks, 0).astype(blocks.dtype)
     latents, c, h, pred = swae.encode(net, clean)
     sections = {LATENTS: swae.pack_side(net, latents, c, h)}
+    decoded = pred.astype(blocks.dtype)
     if mode == "bounded":
-        sections.update(_encode_residual(blocks, finite, pred, eb))
+        residual, decoded = _encode_residual(blocks, finite, pred, eb)
+        sections.update(residual)
+    sections[DIGEST] = _digest(decoded)        # what every receiver must decode, bit for bit
     return C.Chunk(C.MODE_CODED, blocks.dtype, blocks.shape, bound_mode, bound, eb,
                    swae.hash_bytes(net), sections).pack()
 
@@ -54,8 +57,14 @@ def decode_blocks(data) -> np.ndarray:
     n = chunk.shape[0]
     latents, c, h = swae.unpack_side(net, chunk.sections[LATENTS], n)
     pred = swae.predict(net, latents, c, h)
-    if RESIDUAL not in chunk.sections:                       # fixed rate
-        return pred.astype(chunk.dtype)
+    out = pred.astype(chunk.dtype) if RESIDUAL not in chunk.sections else _residual(chunk, pred)
+    if DIGEST in chunk.sections and chunk.sections[DIGEST] != _digest(out):
+        raise CorruptChunkError("decoded blocks differ from the sender's (digest mismatch): the "
+                                "ranks compute differently (library versions or platform)")
+    return out
+
+
+def _residual(chunk, pred):
     q, esc = entropy.Decoder(chunk.sections[RESIDUAL], [[0]]).take(np.zeros(pred.shape, np.int64))
     out = dequantize(pred, q, chunk.eb, chunk.dtype)
     verbatim = np.frombuffer(chunk.sections.get(VERBATIM, b""), chunk.dtype.newbyteorder("<"))
@@ -72,21 +81,23 @@ def fixed_payload_size(n, model=None) -> int:
     """Exact size in bytes of encode_blocks(..., mode='fixed') for n blocks."""
     net = swae.model_for(model)
     probe = C.Chunk(C.MODE_CODED, np.dtype("<f4"), (n, 5, 5, 5), C.BOUND_ABS, 0.0, 0.0,
-                    swae.hash_bytes(net), {LATENTS: b""}).pack()
+                    swae.hash_bytes(net), {LATENTS: b"", DIGEST: bytes(4)}).pack()
     return len(probe) + swae.side_size(net, n)
 
 
 def _encode_residual(blocks, finite, pred, eb):
     x = np.where(finite, blocks, 0).astype(np.float64)
-    q, esc, _ = quantize(x, pred, eb, blocks.dtype, ~finite)
+    q, esc, recon = quantize(x, pred, eb, blocks.dtype, ~finite)
     coder = entropy.Encoder([[0]])
     coder.add(np.zeros(q.shape, np.int64), q, esc)
     sections = {RESIDUAL: coder.finish()}
+    decoded = recon.astype(blocks.dtype)
     if esc.any():
         sections[VERBATIM] = x[esc].astype(blocks.dtype.newbyteorder("<")).tobytes()
     if not finite.all():
         sections[NONFINITE] = _pack_nonfinite(blocks, ~finite)
-    return sections
+        decoded[~finite] = blocks[~finite]
+    return sections, decoded
 
 
 def _check_blocks(blocks):

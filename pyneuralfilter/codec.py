@@ -8,7 +8,12 @@ Sections of a coded chunk (docs/format.md):
   BLOCKMAP   one bit per full 5x5x5 block: predicted by the SWAE (its codes come first)
   LATENTS    the SWAE blocks' latents and float32 normalisation (centre, half-range)
   LORENZO    instead of CODES/KINDS: the codes of the Lorenzo predictor (rough fields)
+  DIGEST     CRC-32 of the decoded values, as the encoder decoded and verified them
 """
+import struct
+import warnings
+import zlib
+
 import numpy as np
 import zstandard
 
@@ -17,7 +22,7 @@ from . import entropy, interpolation, lorenzo, swae
 from .errors import CorruptChunkError, NeuralFilterError, UnsupportedDataError
 from .quantizer import dequantize, quantize
 
-CODES, VERBATIM, NONFINITE, KINDS, BLOCKMAP, LATENTS, LORENZO = 1, 2, 3, 4, 5, 6, 7
+CODES, VERBATIM, NONFINITE, KINDS, BLOCKMAP, LATENTS, LORENZO, DIGEST = 1, 2, 3, 4, 5, 6, 7, 8
 SWAE_CONTEXT = 36              # residuals of SWAE-predicted blocks
 N_CONTEXTS = 37
 # Context sets an encoder may pick (index stored in the chunk): all contexts; one per level
@@ -48,9 +53,10 @@ def encode(array, *, abs=None, rel=None, model=None, predictor="auto", context_m
     finite = np.isfinite(array)
     eb = _absolute_bound(array, finite, bound_mode, bound)
     head = dict(dtype=array.dtype, shape=array.shape, bound_mode=bound_mode, bound=bound, eb=eb)
-    candidates = [_pack_raw(array, head)]
+    raw = _pack_raw(array, head)
     if eb == 0 or array.size == 0:
-        return candidates[0]
+        return raw
+    candidates = []
     values = array.astype(np.float64).reshape(_volumes(array.shape))
     free = ~finite.reshape(values.shape)
     values[free] = 0.0
@@ -68,7 +74,33 @@ def encode(array, *, abs=None, rel=None, model=None, predictor="auto", context_m
             sections = _encode_values(array, values, free, eb, context_model, net, picks)
             candidates.append(C.Chunk(C.MODE_CODED, sections=sections,
                                       model_hash=swae.hash_bytes(net), **head).pack())
-    return min(candidates, key=len)
+    best = min(candidates, key=len)
+    return _sealed(best, array, eb, raw) if len(best) + 4 + 5 < len(raw) else raw
+
+
+def _sealed(data, array, eb, raw):
+    """Decode the chunk as any reader will, check every value against the bound, and record a
+    CRC-32 of the decoded values (DIGEST) so that a reader that computes differently (another
+    library version, a platform quirk) fails loudly instead of returning other values.  Should
+    the check ever fail, the values are stored losslessly instead."""
+    decoded = decode(data)
+    finite = np.isfinite(array)
+    with np.errstate(invalid="ignore"):
+        ok = (np.array_equal(np.isnan(array), np.isnan(decoded))
+              and np.array_equal(array[np.isinf(array)], decoded[np.isinf(array)])
+              and not (np.abs(decoded[finite].astype(np.float64) - array[finite]) > eb).any())
+    if not ok:
+        warnings.warn("neuralfilter: a coded chunk failed its own bound check and was stored "
+                      "losslessly instead; please report this", RuntimeWarning, stacklevel=3)
+        return raw
+    chunk = C.unpack(data)
+    chunk.sections[DIGEST] = _digest(decoded)
+    return chunk.pack()
+
+
+def _digest(decoded):
+    little = decoded.astype(decoded.dtype.newbyteorder("<"), copy=False)
+    return struct.pack("<I", zlib.crc32(np.ascontiguousarray(little).view(np.uint8)))
 
 
 def decode(data) -> np.ndarray:
@@ -78,7 +110,12 @@ def decode(data) -> np.ndarray:
         return _from_bytes(chunk.sections.get(VERBATIM, b""), chunk)
     if chunk.mode == C.MODE_ZSTD:
         return _from_bytes(_unzstd(chunk.sections.get(VERBATIM, b""), chunk), chunk)
-    return _decode_values(chunk)
+    decoded = _decode_values(chunk)
+    if DIGEST in chunk.sections and chunk.sections[DIGEST] != _digest(decoded):
+        raise CorruptChunkError("decoded values differ from those the encoder verified (digest "
+                                "mismatch): this reader computes differently from the writer's "
+                                "(library versions or platform); nothing was returned")
+    return decoded
 
 
 def chunk_info(data) -> dict:

@@ -51,3 +51,22 @@ def test_missing_model_names_hash():
     chunk.model_hash = bytes.fromhex("ab" * 32)
     with pytest.raises(nf.ModelNotFoundError, match="abababab"):
         nf.decode(chunk.pack())
+
+
+def test_decoder_that_computes_differently_fails_loudly():
+    chunk = container.unpack(DATA)
+    assert 8 in chunk.sections                  # DIGEST of the values the encoder verified
+    chunk.sections[8] = bytes(4)                # as if this reader's arithmetic differed
+    with pytest.raises(nf.CorruptChunkError, match="digest mismatch"):
+        nf.decode(chunk.pack())
+
+
+def test_failed_self_check_stores_losslessly(monkeypatch):
+    from pyneuralfilter import codec
+    real = codec._decode_values
+    monkeypatch.setattr(codec, "_decode_values", lambda chunk: real(chunk) + 1)   # a broken decoder
+    with pytest.warns(RuntimeWarning, match="stored losslessly"):
+        data = nf.encode(A, rel=1e-3)
+    monkeypatch.undo()
+    assert nf.chunk_info(data)["mode"] in ("raw", "zstd")
+    assert np.array_equal(nf.decode(data), A)

@@ -30,6 +30,7 @@ def cases():
         dict(rel=1e-2, predictor="interp")
     yield "chi15_swae_general", datagen.field("bssn_chi", 15, seed=1), dict(rel=1e-3, predictor="swae")
     yield "kolmo16_lorenzo_rel1e-4", datagen.field("kolmo_u", 16, seed=1), dict(rel=1e-4)
+    yield "atxy16_digest_rel1e-3", datagen.field("bssn_Atxy", 16, seed=1), dict(rel=1e-3)
 
 
 def check_bound(array, decoded, eb):
