@@ -35,9 +35,6 @@ _LORENZO_EDGES = np.array([1, 2, 3, 5, 9])
 LORENZO_CONTEXTS = (np.arange(len(_LORENZO_EDGES) + 1), np.zeros(len(_LORENZO_EDGES) + 1, int))
 
 
-def _lorenzo_contexts(previous_q, previous_esc):
-    mag = np.where(previous_esc, 1 << 20, np.abs(previous_q))
-    return np.searchsorted(_LORENZO_EDGES, mag, side="right")
 PREDICTORS = ("auto", "interp", "swae")
 _EB_MAX = 2.0 ** 1000          # larger bounds are clamped (still a valid, looser-than-asked bound)
 
@@ -45,7 +42,12 @@ _EB_MAX = 2.0 ** 1000          # larger bounds are clamped (still a valid, loose
 def encode(array, *, abs=None, rel=None, model=None, predictor="auto", context_model=True) -> bytes:
     """Compress a float32/float64 array of 1-4 dimensions so that every finite value decodes
     within the bound; NaN and Inf decode exactly.  Exactly one of `abs` and `rel` (relative to
-    the value range of the chunk) must be given."""
+    the value range of the chunk) must be given.
+
+    predictor: "auto" (classical prediction, with SWAE blocks where they make the chunk
+    smaller), "interp" (classical only: interpolation or Lorenzo, whichever codes smaller) or
+    "swae" (every full finite 5x5x5 block by the SWAE).  context_model=False codes with one
+    probability table (the ablation)."""
     array = _check_array(array)
     bound_mode, bound = _check_bound(abs, rel)
     if predictor not in PREDICTORS:
@@ -62,11 +64,11 @@ def encode(array, *, abs=None, rel=None, model=None, predictor="auto", context_m
     values[free] = 0.0
     net = _model_or_none(model, predictor)
     costs = [] if net and predictor == "auto" else None
+    classical = lambda: [C.Chunk(C.MODE_CODED, sections=sections, **head).pack() for sections in (
+        _encode_values(array, values, free, eb, context_model, costs=costs),
+        _encode_lorenzo(array, values, free, eb, context_model))]
     if predictor != "swae":
-        sections = _encode_values(array, values, free, eb, context_model, costs=costs)
-        candidates.append(C.Chunk(C.MODE_CODED, sections=sections, **head).pack())
-        sections = _encode_lorenzo(array, values, free, eb)
-        candidates.append(C.Chunk(C.MODE_CODED, sections=sections, **head).pack())
+        candidates += classical()
     if net:           # SWAE blocks first; "auto" keeps them only if the chunk gets smaller
         picks = [_choose_blocks(net, values[v], free[v], eb, array.dtype,
                                 None if costs is None else costs[v]) for v in range(len(values))]
@@ -74,6 +76,8 @@ def encode(array, *, abs=None, rel=None, model=None, predictor="auto", context_m
             sections = _encode_values(array, values, free, eb, context_model, net, picks)
             candidates.append(C.Chunk(C.MODE_CODED, sections=sections,
                                       model_hash=swae.hash_bytes(net), **head).pack())
+    if not candidates:              # "swae", but no full finite 5x5x5 block
+        candidates += classical()
     best = min(candidates, key=len)
     return _sealed(best, array, eb, raw) if len(best) + 4 + 5 < len(raw) else raw
 
@@ -358,9 +362,14 @@ def _with_side_values(sections, array, free, verbatim):
     return sections
 
 
-def _encode_lorenzo(array, values, free, eb):
-    """Sections of a chunk coded by the Lorenzo predictor (one context)."""
-    coder = entropy.Encoder(LORENZO_CONTEXTS)
+def _lorenzo_contexts(previous_q, previous_esc):
+    mag = np.where(previous_esc, 1 << 20, np.abs(previous_q))
+    return np.searchsorted(_LORENZO_EDGES, mag, side="right")
+
+
+def _encode_lorenzo(array, values, free, eb, context_model=True):
+    """Sections of a chunk coded by the Lorenzo predictor."""
+    coder = entropy.Encoder(LORENZO_CONTEXTS, None if context_model else [1])
     verbatim = []
     for x, fr in zip(values, free):
         q, esc, recon = np.zeros(x.shape, np.int32), np.zeros(x.shape, bool), np.zeros_like(x)

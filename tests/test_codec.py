@@ -136,3 +136,8 @@ def test_lorenzo_path_keeps_the_bound(array, abs_bound):
     data = container.Chunk(container.MODE_CODED, array.dtype, array.shape, container.BOUND_ABS,
                            abs_bound, abs_bound, sections=sections).pack()
     assert_within_bound(array, nf.decode(data), abs_bound)
+
+
+def test_swae_predictor_without_full_blocks_still_encodes():
+    a = np.linspace(0, 1, 64, dtype=np.float32).reshape(4, 4, 4)
+    assert_within_bound(a, nf.decode(nf.encode(a, abs=1e-3, predictor="swae")), 1e-3)
