@@ -7,6 +7,7 @@ q >= 3 and q <= -3 and of the escape symbol, and the decay of the geometric tail
 integer-exact arithmetic.  The symbols are range-coded with constriction's ANS coder (a
 well-kept Rust library: fast, exact and streaming, so we do not hand-write a coder).
 """
+import functools
 import math
 import struct
 
@@ -162,4 +163,10 @@ def _grouping(contexts, n_contexts):
 
 
 def _model(table, K):
-    return constriction.stream.model.Categorical(table.probabilities(K), perfect=False)
+    return _cached_model(table.codes, K)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_model(codes, K):
+    """Tables repeat from chunk to chunk: build each distinct one once (models are immutable)."""
+    return constriction.stream.model.Categorical(Table(codes).probabilities(K), perfect=False)

@@ -71,14 +71,19 @@ def weights(n, s, cubic):
 def stencil(volume, p):
     """The decoded neighbours (t-3s, t-s, t+s, t+3s) of the pass's targets, as four arrays
     shaped like the targets; past the volume's edge they repeat the edge value."""
-    even = volume[p.lines][tuple(slice(None, None, 2 * p.stride) if ax == p.axis else slice(None)
-                                 for ax in range(3))]
-    count = len(range(p.stride, volume.shape[p.axis], 2 * p.stride))
-    pad = [(0, 0)] * 3
-    pad[p.axis] = (1, count + 3 - even.shape[p.axis] - 1)
-    padded = np.pad(even, pad, mode="edge")
-    return [padded[tuple(slice(k, k + count) if ax == p.axis else slice(None)
-                         for ax in range(3))] for k in range(4)]
+    ax = p.axis
+    even = volume[p.lines][tuple(slice(None, None, 2 * p.stride) if a == ax else slice(None)
+                                 for a in range(3))]
+    count = len(range(p.stride, volume.shape[ax], 2 * p.stride))
+    along = lambda sl: tuple(sl if a == ax else slice(None) for a in range(3))
+    shape = list(even.shape)
+    shape[ax] = count + 3
+    padded = np.empty(shape, volume.dtype)         # [edge, even..., edge, edge...]
+    n = even.shape[ax]
+    padded[along(slice(1, 1 + n))] = even
+    padded[along(slice(0, 1))] = even[along(slice(0, 1))]
+    padded[along(slice(1 + n, None))] = even[along(slice(n - 1, n))]
+    return [padded[along(slice(k, k + count))] for k in range(4)]
 
 
 def predict(volume, p, cubic=True, near=None):
