@@ -29,12 +29,6 @@ N_CONTEXTS = 37
 # (+ SWAE); a single one.  Small chunks often pay less for fewer tables.
 CONTEXT_SETS = (np.arange(N_CONTEXTS), np.minimum(np.arange(N_CONTEXTS) // 12, 3),
                 np.zeros(N_CONTEXTS, int))
-# Lorenzo codes are grouped slice by slice (along the first axis); a code's context is the
-# magnitude of the code at the same place in the previous slice: 0, 1, 2, 3-4, 5-8, 9+.
-_LORENZO_EDGES = np.array([1, 2, 3, 5, 9])
-LORENZO_CONTEXTS = (np.arange(len(_LORENZO_EDGES) + 1), np.zeros(len(_LORENZO_EDGES) + 1, int))
-
-
 PREDICTORS = ("auto", "interp", "swae")
 _EB_MAX = 2.0 ** 1000          # larger bounds are clamped (still a valid, looser-than-asked bound)
 
@@ -274,35 +268,14 @@ def _assign(volume, t, sel, values):
         view[t[1]] = part
 
 
-def _block_grid(shape):
-    return tuple(n // swae.B for n in shape)
-
-
-def _blocks(x, grid):
-    """The full 5x5x5 blocks of a volume, (n, 5, 5, 5) in C order of the block grid."""
-    bz, by, bx = grid
-    b = swae.B
-    return x[:bz * b, :by * b, :bx * b].reshape(bz, b, by, b, bx, b) \
-        .transpose(0, 2, 4, 1, 3, 5).reshape(-1, b, b, b)
-
-
-def _put_blocks(x, grid, chosen, values):
-    full = _blocks(x, grid).copy()
-    full[chosen] = values
-    bz, by, bx = grid
-    b = swae.B
-    x[:bz * b, :by * b, :bx * b] = full.reshape(bz, by, bx, b, b, b) \
-        .transpose(0, 3, 1, 4, 2, 5).reshape(bz * b, by * b, bx * b)
-
-
 def _choose_blocks(net, x, fr, eb, dtype, cost):
     """The blocks of volume x the SWAE codes: every full finite block, or (given the
     interpolation's estimated cost map) those where the SWAE is estimated cheaper."""
-    grid = _block_grid(x.shape)
+    grid = swae.block_grid(x.shape)
     if not np.prod(grid):
         return None
-    eligible = ~_blocks(fr, grid).reshape(-1, swae.B ** 3).any(axis=1)
-    xb = _blocks(x, grid)[eligible]
+    eligible = ~swae.blocks_of(fr, grid).reshape(-1, swae.B ** 3).any(axis=1)
+    xb = swae.blocks_of(x, grid)[eligible]
     if not len(xb):
         return None
     latents, c, h, pred = swae.encode(net, xb)
@@ -310,7 +283,7 @@ def _choose_blocks(net, x, fr, eb, dtype, cost):
     wins = np.ones(len(xb), bool)
     if cost is not None:
         swae_cost = 8 * swae.side_size(net, 1) + _cost(q, esc).reshape(len(xb), -1).sum(axis=1)
-        wins = swae_cost < _blocks(cost, grid)[eligible].reshape(len(xb), -1).sum(axis=1)
+        wins = swae_cost < swae.blocks_of(cost, grid)[eligible].reshape(len(xb), -1).sum(axis=1)
         if not wins.any():
             return None
     chosen = np.zeros(eligible.size, bool)
@@ -335,12 +308,12 @@ def _encode_values(array, values, free, eb, context_model, net=None, picks=None,
             st.coder.add(np.full(q.shape, SWAE_CONTEXT), q, esc)
             st.verbatim.append(xb[esc])
             known = np.zeros(x.shape, bool)
-            _put_blocks(known, grid, chosen, True)
-            _put_blocks(state[0], grid, chosen, r)
-            _put_blocks(state[1], grid, chosen, _magnitude(q, esc))
+            swae.put_blocks(known, grid, chosen, True)
+            swae.put_blocks(state[0], grid, chosen, r)
+            swae.put_blocks(state[1], grid, chosen, _magnitude(q, esc))
             state = (state[0], state[1], known)
         elif picks:
-            block_maps.append(np.zeros(int(np.prod(_block_grid(x.shape))), bool))
+            block_maps.append(np.zeros(int(np.prod(swae.block_grid(x.shape))), bool))
         cost = None if costs is None else np.zeros(x.shape)
         _interpolate(x, fr, eb, dtype, st, state, cost)
         if costs is not None:
@@ -362,21 +335,16 @@ def _with_side_values(sections, array, free, verbatim):
     return sections
 
 
-def _lorenzo_contexts(previous_q, previous_esc):
-    mag = np.where(previous_esc, 1 << 20, np.abs(previous_q))
-    return np.searchsorted(_LORENZO_EDGES, mag, side="right")
-
-
 def _encode_lorenzo(array, values, free, eb, context_model=True):
     """Sections of a chunk coded by the Lorenzo predictor."""
-    coder = entropy.Encoder(LORENZO_CONTEXTS, None if context_model else [1])
+    coder = entropy.Encoder(lorenzo.CONTEXT_SETS, None if context_model else [1])
     verbatim = []
     for x, fr in zip(values, free):
         q, esc, recon = np.zeros(x.shape, np.int32), np.zeros(x.shape, bool), np.zeros_like(x)
         lorenzo.encode(x, fr, eb, array.dtype == np.float32, q, esc, recon)
         previous = (np.zeros(q.shape[1:], np.int32), np.zeros(q.shape[1:], bool))
         for q_slice, esc_slice in zip(q, esc):
-            coder.add(_lorenzo_contexts(*previous), q_slice, esc_slice)
+            coder.add(lorenzo.contexts(*previous), q_slice, esc_slice)
             previous = (q_slice, esc_slice)
         verbatim.append(x[esc])
     return _with_side_values({LORENZO: coder.finish()}, array, free, verbatim)
@@ -413,13 +381,13 @@ def _finish(out, chunk):
 def _decode_lorenzo(chunk):
     out = np.zeros(_volumes(chunk.shape), np.float64)
     verbatim = _verbatim(chunk)
-    coder = entropy.Decoder(chunk.sections[LORENZO], LORENZO_CONTEXTS)
+    coder = entropy.Decoder(chunk.sections[LORENZO], lorenzo.CONTEXT_SETS)
     used = 0
     for recon in out:
         q, esc = np.zeros(recon.shape, np.int32), np.zeros(recon.shape, bool)
         previous = (q[0], esc[0])
         for i in range(len(recon)):
-            q[i], esc[i] = coder.take(_lorenzo_contexts(*previous))
+            q[i], esc[i] = coder.take(lorenzo.contexts(*previous))
             previous = (q[i], esc[i])
         if used + np.count_nonzero(esc) > verbatim.size:
             raise CorruptChunkError("verbatim section is shorter than the codes say")
@@ -460,7 +428,7 @@ def _decode_values(chunk):
         known = None
         if blocks:
             net, block_map, latents, c, h = blocks
-            grid = _block_grid(recon.shape)
+            grid = swae.block_grid(recon.shape)
             nb = int(np.prod(grid))
             chosen = block_map[used["blocks"]:used["blocks"] + nb].astype(bool)
             used["blocks"] += nb
@@ -471,9 +439,9 @@ def _decode_values(chunk):
                                     h[first:first + k])
                 r, m = restore(pred, np.full(pred.shape, SWAE_CONTEXT), eb)
                 known = np.zeros(recon.shape, bool)
-                _put_blocks(known, grid, chosen, True)
-                _put_blocks(recon, grid, chosen, r)
-                _put_blocks(qmag, grid, chosen, m)
+                swae.put_blocks(known, grid, chosen, True)
+                swae.put_blocks(recon, grid, chosen, r)
+                swae.put_blocks(qmag, grid, chosen, m)
         sel = ... if known is None else ~known[:1, :1, :1]
         r, m = restore(np.zeros((1, 1, 1))[sel], np.zeros((1, 1, 1), np.int64)[sel], eb)
         recon[:1, :1, :1][sel], qmag[:1, :1, :1][sel] = r, m
@@ -500,7 +468,7 @@ def _block_side(chunk):
         return None
     net = swae.model_for(chunk.model_hash.hex())
     block_map = np.unpackbits(np.frombuffer(chunk.sections[BLOCKMAP], np.uint8))
-    nb = int(np.prod(_block_grid(_volumes(chunk.shape)[1:])))
+    nb = int(np.prod(swae.block_grid(_volumes(chunk.shape)[1:])))
     block_map = block_map[:nb * _volumes(chunk.shape)[0]]
     n = int(block_map.sum())
     latents, c, h = swae.unpack_side(net, chunk.sections.get(LATENTS, b""), n)

@@ -4,13 +4,25 @@ Each point is predicted from its seven already-decoded lower neighbours,
 p = f(i-1,j,k) + f(i,j-1,k) + f(i,j,k-1) - f(i-1,j-1,k) - f(i-1,j,k-1) - f(i,j-1,k-1)
     + f(i-1,j-1,k-1)  (0 outside the volume), summed left to right in float64,
 and quantized exactly as `quantizer.quantize` does.  Point by point, so it is a numba loop;
-it beats interpolation on rough fields at tight bounds (turbulence).  Additions, one
-multiplication and a rounding to the dtype: no fused multiply-add can change a result.
+it beats interpolation on rough fields at tight bounds (turbulence).  Without fastmath numba
+emits separately rounded multiplies and adds (no fused multiply-add), so results equal plain
+IEEE arithmetic: tests/test_lorenzo.py checks them against a pure-Python reference.
 """
 import numba
 import numpy as np
 
 from .quantizer import QMAX
+
+# Lorenzo codes are grouped slice by slice (along the first axis); a code's context is the
+# magnitude of the code at the same place in the previous slice: 0, 1, 2, 3-4, 5-8, 9+.
+_EDGES = np.array([1, 2, 3, 5, 9])
+CONTEXT_SETS = (np.arange(len(_EDGES) + 1), np.zeros(len(_EDGES) + 1, int))
+
+
+def contexts(previous_q, previous_esc):
+    """Contexts of a slice's codes from the codes of the previous slice."""
+    mag = np.where(previous_esc, 1 << 20, np.abs(previous_q))
+    return np.searchsorted(_EDGES, mag, side="right")
 
 
 @numba.njit(cache=True)

@@ -65,3 +65,26 @@ def unpack_side(model, data, n):
 
 def side_size(model, n):
     return n * ((model.latent_dim if model.latent_bits <= 8 else 2 * model.latent_dim) + 8)
+
+
+def block_grid(shape):
+    """Full 5x5x5 blocks along each axis of a 3D volume."""
+    return tuple(n // B for n in shape)
+
+
+def blocks_of(x, grid):
+    """The full 5x5x5 blocks of a volume, (n, 5, 5, 5) in C order of the block grid."""
+    bz, by, bx = grid
+    b = B
+    return x[:bz * b, :by * b, :bx * b].reshape(bz, b, by, b, bx, b) \
+        .transpose(0, 2, 4, 1, 3, 5).reshape(-1, b, b, b)
+
+
+def put_blocks(x, grid, chosen, values):
+    """Write values into the chosen blocks of volume x (in place)."""
+    full = blocks_of(x, grid).copy()
+    full[chosen] = values
+    bz, by, bx = grid
+    b = B
+    x[:bz * b, :by * b, :bx * b] = full.reshape(bz, by, bx, b, b, b) \
+        .transpose(0, 3, 1, 4, 2, 5).reshape(bz * b, by * b, bx * b)
