@@ -24,10 +24,12 @@ from .quantizer import dequantize, quantize
 
 CODES, VERBATIM, NONFINITE, KINDS, BLOCKMAP, LATENTS, LORENZO, DIGEST = 1, 2, 3, 4, 5, 6, 7, 8
 SWAE_CONTEXT = 36              # residuals of SWAE-predicted blocks
-N_CONTEXTS = 37
+FLAG_CONTEXT = 37              # + 3 level + busiest neighbour bucket: "run not all zero"
+N_CONTEXTS = 46
+GROUP = 64
 # Context sets an encoder may pick (index stored in the chunk): all contexts; one per level
-# (+ SWAE); a single one.  Small chunks often pay less for fewer tables.
-CONTEXT_SETS = (np.arange(N_CONTEXTS), np.minimum(np.arange(N_CONTEXTS) // 12, 3),
+# (+ SWAE, + flags per level); a single one.  Small chunks often pay less for fewer tables.
+CONTEXT_SETS = (np.arange(N_CONTEXTS), np.r_[np.arange(36) // 12, 3, 4 + np.arange(9) // 3],
                 np.zeros(N_CONTEXTS, int))
 PREDICTORS = ("auto", "interp", "swae")
 _EB_MAX = 2.0 ** 1000          # larger bounds are clamped (still a valid, looser-than-asked bound)
@@ -250,12 +252,43 @@ def _interpolate(x, fr, eb, dtype, st, state, cost=None):
                 best = (c, cubic, q, esc, r)
         c, cubic, q, esc, r = best
         st.kinds.append(cubic)
-        st.coder.add(ctx, q, esc)
+        _add_in_runs(st.coder, ctx, q, esc, p.level)
         _assign(recon, t, sel, r)
         _assign(qmag, t, sel, _magnitude(q, esc))
         st.verbatim.append(xt[esc])
         if cost is not None:
             _assign(cost, t, sel, c)
+
+
+def _add_in_runs(coder, ctx, q, esc, level):
+    """A pass's codes: one flag per run of GROUP consecutive targets (is any code non-zero?),
+    then the codes of the flagged runs only.  Smooth fields skip most codes altogether."""
+    ctx, q, esc = ctx.ravel(), q.ravel(), esc.ravel()
+    busy = np.zeros(-(-q.size // GROUP) * GROUP, bool)
+    busy[:q.size] = (q != 0) | esc
+    flags = busy.reshape(-1, GROUP).any(axis=1)
+    coder.add(_run_contexts(ctx, level), flags.astype(np.int32), np.zeros(flags.size, bool))
+    keep = np.repeat(flags, GROUP)[:q.size]
+    coder.add(ctx[keep], q[keep], esc[keep])
+
+
+def _run_contexts(ctx, level):
+    """Context of each run's flag: the level and the largest neighbour-code bucket in the run."""
+    m = np.zeros(-(-ctx.size // GROUP) * GROUP, np.int64)
+    m[:ctx.size] = ctx % 12 // 4
+    return FLAG_CONTEXT + 3 * level + m.reshape(-1, GROUP).max(axis=1)
+
+
+def _take_in_runs(coder, ctx, level):
+    """Inverse of `_add_in_runs`: (q, escaped) shaped like ctx."""
+    n = ctx.size
+    flags, bad = coder.take(_run_contexts(ctx.ravel(), level))
+    if bad.any() or flags.min(initial=0) < 0 or flags.max(initial=0) > 1:
+        raise CorruptChunkError("entropy-coded section holds an invalid run flag")
+    keep = np.repeat(flags.astype(bool), GROUP)[:n]
+    q, esc = np.zeros(n, np.int32), np.zeros(n, bool)
+    q[keep], esc[keep] = coder.take(ctx.ravel()[keep])
+    return q.reshape(ctx.shape), esc.reshape(ctx.shape)
 
 
 def _assign(volume, t, sel, values):
@@ -411,8 +444,8 @@ def _decode_values(chunk):
     kinds = np.unpackbits(np.frombuffer(chunk.sections.get(KINDS, b""), np.uint8))
     used = {"verbatim": 0, "kinds": 0, "blocks": 0}
 
-    def restore(pred, ctx, eb):
-        q, esc = coder.take(ctx)
+    def restore(pred, ctx, eb, level=None):
+        q, esc = coder.take(ctx) if level is None else _take_in_runs(coder, ctx, level)
         r = dequantize(pred, q, eb, dtype)
         k, u = int(np.count_nonzero(esc)), used["verbatim"]
         if u + k > verbatim.size:
@@ -454,7 +487,7 @@ def _decode_values(chunk):
                 raise CorruptChunkError("interpolation-kind section is shorter than the passes")
             pred = interpolation.predict(recon, p, bool(kinds[used["kinds"]]), near)[sel]
             used["kinds"] += 1
-            r, m = restore(pred, ctx, level_bound(eb, p))
+            r, m = restore(pred, ctx, level_bound(eb, p), p.level)
             _assign(recon, t, sel, r)
             _assign(qmag, t, sel, m)
     if used["verbatim"] != verbatim.size:
