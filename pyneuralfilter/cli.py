@@ -370,10 +370,13 @@ def cmd_train(argv):
 def cmd_models(args):
     from . import models
     lst = models.list_models()
-    for m in lst:
-        print(m if isinstance(m, str) else " ".join(str(x) for x in (m.items() if isinstance(m, dict) else [m])))
     if not lst:
-        print("no models found")
+        print("no models found in: " + ", ".join(str(d) for d in models.search_dirs()))
+        return 0
+    print(f"{'name':10s} {'hash':16s} {'latents':>7s} {'bits':>4s} {'bytes':>8s}  source")
+    for m in lst:
+        print(f"{m['name'] or '-':10s} {m['hash'][:16]:16s} {m['latent_dim']:7d} "
+              f"{m['latent_bits']:4d} {m['bytes']:8d}  {m['source']}")
     return 0
 
 

@@ -98,3 +98,11 @@ def test_demo(tmp_path):
         assert "identical to h5py's" in r.stdout, r.stdout
     else:
         assert "h5dump: not installed" in r.stdout
+
+
+def test_models_lists_the_shipped_defaults():
+    from pyneuralfilter import models
+    r = run("models")
+    assert r.returncode == 0, r.stderr
+    for name, full_hash in models.DEFAULT_MODELS.items():
+        assert re.search(rf"^{name}\s+{full_hash[:16]}\s", r.stdout, re.M), r.stdout
