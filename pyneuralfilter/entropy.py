@@ -15,6 +15,7 @@ import constriction
 import numpy as np
 
 from .errors import CorruptChunkError
+from .quantizer import QMAX
 
 _ONE = 1 << 30
 # floor(2^30 * 2^(-j/16)) for j = 0..15, by exact integer roots (no libm in the format)
@@ -98,36 +99,38 @@ class Encoder:
                 end = start + counts[c]
                 groups.append((int(c), q[start:end], escaped[start:end]))
                 start = end
-        K = max((int(np.abs(q).max()) for _, q, _ in groups if q.size), default=0)
         used = sorted({c for c, _, _ in groups})
-        tables = {c: Table.fit(np.concatenate([q[~e] for g, q, e in groups if g == c]),
-                               sum(int(np.count_nonzero(e)) for g, _, e in groups if g == c))
-                  for c in used}
-        models = {c: _model(tables[c], K) for c in used}
+        K, tables = {}, {}
+        for c in used:      # each context's alphabet: -K[c]..K[c] and the escape symbol
+            q = np.concatenate([q[~e] for g, q, e in groups if g == c])
+            K[c] = int(np.abs(q).max(initial=0))
+            tables[c] = Table.fit(q, sum(int(np.count_nonzero(e)) for g, _, e in groups if g == c))
+        models = {c: _model(tables[c], K[c]) for c in used}
         coder = constriction.stream.stack.AnsCoder()
         for c, q, e in reversed(groups):
-            coder.encode_reverse(np.where(e, 2 * K + 1, q + K).astype(np.int32), models[c])
+            coder.encode_reverse(np.where(e, 2 * K[c] + 1, q + K[c]).astype(np.int32), models[c])
         mask = sum(1 << c for c in used)
-        head = struct.pack("<BHQ", index, K, mask) + b"".join(tables[c].codes for c in used)
+        head = struct.pack("<BQ", index, mask) + b"".join(
+            _varint(K[c]) + tables[c].codes for c in used)
         return head + coder.get_compressed().astype("<u4").tobytes()
 
 
 class Decoder:
     def __init__(self, data, maps):
         try:
-            index, K, mask = struct.unpack_from("<BHQ", data)
+            index, mask = struct.unpack_from("<BQ", data)
             self.cmap = np.asarray(maps[index], np.uint8)
         except (struct.error, IndexError):
             raise CorruptChunkError("entropy-coded section truncated or names an unknown "
                                     "context set") from None
-        pos = struct.calcsize("<BHQ")
-        self.K = K
-        self.models = {}
+        pos = struct.calcsize("<BQ")
+        self.K, self.models = {}, {}
         for c in range(64):
             if mask >> c & 1:
-                if pos + Table.SIZE > len(data):
+                self.K[c], pos = _read_varint(data, pos)
+                if pos + Table.SIZE > len(data) or self.K[c] > QMAX:
                     raise CorruptChunkError("entropy-coded section truncated in its tables")
-                self.models[c] = _model(Table(data[pos:pos + Table.SIZE]), K)
+                self.models[c] = _model(Table(data[pos:pos + Table.SIZE]), self.K[c])
                 pos += Table.SIZE
         words = data[pos:]
         if len(words) % 4:
@@ -137,20 +140,43 @@ class Decoder:
     def take(self, contexts):
         """(q, escaped) for one pass, in the order `Encoder.add` got them."""
         order, counts = _grouping(self.cmap[contexts], len(self.cmap))
-        parts = []
+        qs, escs = [], []
         for c in np.flatnonzero(counts):
-            if int(c) not in self.models:
+            c = int(c)
+            if c not in self.models:
                 raise CorruptChunkError(f"entropy-coded section lacks the table of context {c}")
             try:
-                parts.append(self.coder.decode(self.models[int(c)], int(counts[c])))
+                symbols = self.coder.decode(self.models[c], int(counts[c]))
             except Exception as exc:  # constriction raises on exhausted or garbled data
                 raise CorruptChunkError(f"entropy-coded section is damaged: {exc}") from None
-        symbols = np.empty(order.size, np.int64)
-        if parts:
-            symbols[order] = np.concatenate(parts)
-        escaped = symbols == 2 * self.K + 1
-        q = np.where(escaped, 0, symbols - self.K).astype(np.int32)
+            escs.append(symbols == 2 * self.K[c] + 1)
+            qs.append(np.where(escs[-1], 0, symbols - self.K[c]))
+        q, escaped = np.zeros(order.size, np.int32), np.zeros(order.size, bool)
+        if qs:
+            q[order], escaped[order] = np.concatenate(qs), np.concatenate(escs)
         return q.reshape(contexts.shape), escaped.reshape(contexts.shape)
+
+
+def _varint(n):
+    """Unsigned LEB128: 7 bits a byte, low bits first."""
+    out = bytearray()
+    while True:
+        out.append(n & 0x7F | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _read_varint(data, pos):
+    n = shift = 0
+    while True:
+        if pos >= len(data) or shift > 28:
+            raise CorruptChunkError("entropy-coded section truncated in its tables")
+        byte = data[pos]
+        n |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if not byte & 0x80:
+            return n, pos
 
 
 def _grouping(contexts, n_contexts):
