@@ -40,3 +40,18 @@ def test_decode_identical_across_threads_and_without_torch(tmp_path, field, rel,
 def test_encode_is_repeatable():
     a = datagen.field("lognormal_rho", 16, seed=1)
     assert nf.encode(a, rel=1e-3) == nf.encode(a, rel=1e-3)
+
+
+def test_encode_without_torch_falls_back_to_classical_prediction():
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import numpy as np, pyneuralfilter as nf\n"
+            "a = np.cumsum(np.random.default_rng(0).standard_normal((20, 20, 20)), 0).astype('f4')\n"
+            "d = nf.encode(a, rel=1e-3)\n"
+            "assert nf.chunk_info(d)['model'] is None\n"
+            "assert np.abs(nf.decode(d) - a).max() <= 1e-3 * (a.max() - a.min())\n"
+            "try:\n"
+            "    nf.encode(a, rel=1e-3, predictor='swae')\n"
+            "except nf.NeuralFilterError as e:\n"
+            "    print('refused:', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "refused:" in out.stdout and "needs torch" in out.stdout
