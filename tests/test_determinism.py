@@ -21,7 +21,7 @@ def _decode_in_subprocess(path, threads, hide_torch=False):
     if hide_torch:       # decoding must not need torch
         code = "import sys; sys.modules['torch'] = None; " + code
     out = subprocess.run([sys.executable, "-c", code, str(path)], env=env, capture_output=True,
-                         text=True, check=True)
+                         text=True, check=True, cwd=path.parent)    # not the source tree
     return out.stdout.strip()
 
 
@@ -42,7 +42,7 @@ def test_encode_is_repeatable():
     assert nf.encode(a, rel=1e-3) == nf.encode(a, rel=1e-3)
 
 
-def test_encode_without_torch_falls_back_to_classical_prediction():
+def test_encode_without_torch_falls_back_to_classical_prediction(tmp_path):
     code = ("import sys; sys.modules['torch'] = None\n"
             "import numpy as np, pyneuralfilter as nf\n"
             "a = np.cumsum(np.random.default_rng(0).standard_normal((20, 20, 20)), 0).astype('f4')\n"
@@ -53,5 +53,6 @@ def test_encode_without_torch_falls_back_to_classical_prediction():
             "    nf.encode(a, rel=1e-3, predictor='swae')\n"
             "except nf.NeuralFilterError as e:\n"
             "    print('refused:', e)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=tmp_path)
     assert "refused:" in out.stdout and "needs torch" in out.stdout
