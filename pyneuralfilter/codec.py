@@ -501,10 +501,11 @@ def _block_side(chunk):
         return None
     net = swae.model_for(chunk.model_hash.hex())
     block_map = np.unpackbits(np.frombuffer(chunk.sections[BLOCKMAP], np.uint8))
-    nb = int(np.prod(swae.block_grid(_volumes(chunk.shape)[1:])))
-    block_map = block_map[:nb * _volumes(chunk.shape)[0]]
-    n = int(block_map.sum())
-    latents, c, h = swae.unpack_side(net, chunk.sections.get(LATENTS, b""), n)
+    nb = int(np.prod(swae.block_grid(_volumes(chunk.shape)[1:]))) * _volumes(chunk.shape)[0]
+    if block_map.size < nb or block_map[nb:].any():
+        raise CorruptChunkError(f"block map holds {block_map.size} bits for {nb} blocks")
+    block_map = block_map[:nb]
+    latents, c, h = swae.unpack_side(net, chunk.sections.get(LATENTS, b""), int(block_map.sum()))
     return net, block_map, latents, c, h
 
 

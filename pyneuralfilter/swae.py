@@ -58,6 +58,9 @@ def unpack_side(model, data, n):
         raise CorruptChunkError(f"latent section holds {len(data)} bytes, expected {nl + 8 * n} "
                                 f"for {n} blocks of model {model.hash[:16]}")
     latents = np.frombuffer(data[:nl], ltype).reshape(n, model.latent_dim).astype(np.int16)
+    if n and np.abs(latents).max() > model.levels:
+        raise CorruptChunkError(f"latents outside [-{model.levels}, {model.levels}] for model "
+                                f"{model.hash[:16]}")
     c = np.frombuffer(data[nl:nl + 4 * n], "<f4")
     h = np.frombuffer(data[nl + 4 * n:], "<f4")
     return latents, c, h

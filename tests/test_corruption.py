@@ -70,3 +70,16 @@ def test_failed_self_check_stores_losslessly(monkeypatch):
     monkeypatch.undo()
     assert nf.chunk_info(data)["mode"] in ("raw", "zstd")
     assert np.array_equal(nf.decode(data), A)
+
+
+def test_inconsistent_swae_sections_with_valid_checksum():
+    a = np.random.default_rng(1).standard_normal((10, 10, 10)).cumsum(0)
+    chunk = container.unpack(nf.encode(a, rel=1e-2, predictor="swae"))
+    short = container.unpack(chunk.pack())
+    short.sections[5] = b""                                   # block map missing its bits
+    with pytest.raises(nf.CorruptChunkError, match="block map"):
+        nf.decode(short.pack())
+    wild = container.unpack(chunk.pack())
+    wild.sections[6] = bytes([128]) + wild.sections[6][1:]    # latent -128 is outside the grid
+    with pytest.raises(nf.CorruptChunkError, match="latents outside"):
+        nf.decode(wild.pack())
