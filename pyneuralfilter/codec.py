@@ -200,16 +200,6 @@ def level_bound(eb, p):
     return eb / min(1.25 ** (p.stride.bit_length() - 1), 3.0)
 
 
-def _contexts(near, qmag, p, eb):
-    """Context of every target of pass p: level, neighbour codes, local gradient."""
-    qn = interpolation.stencil(qmag, p)
-    with np.errstate(over="ignore", invalid="ignore"):
-        grad = np.abs(near[2] - near[1]) / eb
-    g = (grad >= 1).astype(np.int64) + (grad >= 4) + (grad >= 16)
-    m = np.minimum(qn[1] + qn[2].astype(np.int64), 2)
-    return p.level * 12 + m * 4 + g
-
-
 def _magnitude(q, esc):
     """Code magnitude as the contexts see it: 0, 1, or 2 for larger and escaped codes."""
     return np.where(esc, 2, np.minimum(np.abs(q), 2)).astype(np.int8)
@@ -229,76 +219,72 @@ class _Streams:
         self.verbatim, self.kinds = [], []
 
 
-def _interpolate(x, fr, eb, dtype, st, state, cost=None):
+def _interpolate(x, fr, eb, dtype, st, recon, qmag, known, cost=None):
     """Code the volume x by multilevel interpolation; points marked known are already coded."""
-    recon, qmag, known = state
-    sel = ... if known is None else ~known[:1, :1, :1]
-    q, esc, r = quantize(x[:1, :1, :1][sel], np.zeros((1, 1, 1))[sel], eb, dtype, fr[:1, :1, :1][sel])
-    st.coder.add(np.zeros(q.shape, np.int64), q, esc)
-    recon[:1, :1, :1][sel], qmag[:1, :1, :1][sel] = r, _magnitude(q, esc)
-    st.verbatim.append(x[:1, :1, :1][sel][esc])
+    if not known[0, 0, 0]:
+        q, esc, r = quantize(x[:1, 0, 0], np.zeros(1), eb, dtype, fr[:1, 0, 0])
+        st.coder.add(np.zeros(1, np.int64), q, esc)
+        recon[0, 0, 0], qmag[0, 0, 0] = r[0], _magnitude(q, esc)[0]
+        st.verbatim.append(x[:1, 0, 0][esc])
     for p in interpolation.passes(x.shape):
-        t = (p.lines, p.targets)
-        sel = ... if known is None else ~known[t[0]][t[1]]
-        near = interpolation.stencil(recon, p)
-        ctx = _contexts(near, qmag, p, eb)[sel]
-        xt, ft = x[t[0]][t[1]][sel], fr[t[0]][t[1]][sel]
+        geometry = interpolation.geometry(x.shape, p, known)
+        ctx, flag_ctx = _pass_contexts(recon, qmag, geometry, p, eb)
+        xt, ft = _gather(x, geometry), _gather(fr, geometry)
         best = None
         for cubic in (True, False):
-            pred = interpolation.predict(recon, p, cubic, near)[sel]
+            pred = np.empty(xt.size)
+            w = interpolation.weights(x.shape[p.axis], p.stride, cubic)
+            interpolation.pass_predict(recon.reshape(-1), *geometry, w, pred)
             q, esc, r = quantize(xt, pred, level_bound(eb, p), dtype, ft)
             c = _cost(q, esc)
             if best is None or c.sum() < best[0].sum():
                 best = (c, cubic, q, esc, r)
         c, cubic, q, esc, r = best
         st.kinds.append(cubic)
-        _add_in_runs(st.coder, ctx, q, esc, p.level)
-        _assign(recon, t, sel, r)
-        _assign(qmag, t, sel, _magnitude(q, esc))
+        _add_in_runs(st.coder, ctx, flag_ctx, q, esc)
+        interpolation.pass_scatter(recon.reshape(-1), *geometry, r)
+        interpolation.pass_scatter(qmag.reshape(-1), *geometry, _magnitude(q, esc))
         st.verbatim.append(xt[esc])
         if cost is not None:
-            _assign(cost, t, sel, c)
+            interpolation.pass_scatter(cost.reshape(-1), *geometry, c)
 
 
-def _add_in_runs(coder, ctx, q, esc, level):
+def _gather(volume, geometry):
+    out = np.empty(interpolation.pass_size(*geometry), volume.dtype)
+    interpolation.pass_gather(volume.reshape(-1), *geometry, out)
+    return out
+
+
+def _pass_contexts(recon, qmag, geometry, p, eb):
+    """Contexts of the pass's codes and of its run flags (level, busiest neighbour bucket)."""
+    ctx = np.empty(interpolation.pass_size(*geometry), np.int64)
+    runs = np.zeros(-(-ctx.size // GROUP), np.int64)
+    interpolation.pass_contexts(recon.reshape(-1), qmag.reshape(-1), *geometry, p.level, eb,
+                                ctx, runs, GROUP.bit_length() - 1)
+    return ctx, FLAG_CONTEXT + 3 * p.level + runs
+
+
+def _add_in_runs(coder, ctx, flag_ctx, q, esc):
     """A pass's codes: one flag per run of GROUP consecutive targets (is any code non-zero?),
     then the codes of the flagged runs only.  Smooth fields skip most codes altogether."""
-    ctx, q, esc = ctx.ravel(), q.ravel(), esc.ravel()
-    busy = np.zeros(-(-q.size // GROUP) * GROUP, bool)
+    busy = np.zeros(flag_ctx.size * GROUP, bool)
     busy[:q.size] = (q != 0) | esc
     flags = busy.reshape(-1, GROUP).any(axis=1)
-    coder.add(_run_contexts(ctx, level), flags.astype(np.int32), np.zeros(flags.size, bool))
+    coder.add(flag_ctx, flags.astype(np.int32), np.zeros(flags.size, bool))
     keep = np.repeat(flags, GROUP)[:q.size]
     coder.add(ctx[keep], q[keep], esc[keep])
 
 
-def _run_contexts(ctx, level):
-    """Context of each run's flag: the level and the largest neighbour-code bucket in the run."""
-    m = np.zeros(-(-ctx.size // GROUP) * GROUP, np.int64)
-    m[:ctx.size] = ctx % 12 // 4
-    return FLAG_CONTEXT + 3 * level + m.reshape(-1, GROUP).max(axis=1)
-
-
-def _take_in_runs(coder, ctx, level):
+def _take_in_runs(coder, ctx, flag_ctx):
     """Inverse of `_add_in_runs`: (q, escaped) shaped like ctx."""
     n = ctx.size
-    flags, bad = coder.take(_run_contexts(ctx.ravel(), level))
+    flags, bad = coder.take(flag_ctx)
     if bad.any() or flags.min(initial=0) < 0 or flags.max(initial=0) > 1:
         raise CorruptChunkError("entropy-coded section holds an invalid run flag")
     keep = np.repeat(flags.astype(bool), GROUP)[:n]
     q, esc = np.zeros(n, np.int32), np.zeros(n, bool)
-    q[keep], esc[keep] = coder.take(ctx.ravel()[keep])
-    return q.reshape(ctx.shape), esc.reshape(ctx.shape)
-
-
-def _assign(volume, t, sel, values):
-    view = volume[t[0]]
-    if sel is ...:
-        view[t[1]] = values
-    else:
-        part = view[t[1]]
-        part[sel] = values
-        view[t[1]] = part
+    q[keep], esc[keep] = coder.take(ctx[keep])
+    return q, esc
 
 
 def _choose_blocks(net, x, fr, eb, dtype, cost):
@@ -332,7 +318,7 @@ def _encode_values(array, values, free, eb, context_model, net=None, picks=None,
     block_maps, side = [], []
     for v in range(values.shape[0]):
         x, fr = values[v], free[v]
-        state = (np.zeros_like(x), np.zeros(x.shape, np.int8), None)
+        recon, qmag, known = np.zeros_like(x), np.zeros(x.shape, np.int8), np.zeros(x.shape, bool)
         picked = picks[v] if picks else None
         if picked:
             grid, chosen, latents, c, h, q, esc, r, xb = picked
@@ -340,15 +326,13 @@ def _encode_values(array, values, free, eb, context_model, net=None, picks=None,
             side.append(swae.pack_side(net, latents, c, h))
             st.coder.add(np.full(q.shape, SWAE_CONTEXT), q, esc)
             st.verbatim.append(xb[esc])
-            known = np.zeros(x.shape, bool)
             swae.put_blocks(known, grid, chosen, True)
-            swae.put_blocks(state[0], grid, chosen, r)
-            swae.put_blocks(state[1], grid, chosen, _magnitude(q, esc))
-            state = (state[0], state[1], known)
+            swae.put_blocks(recon, grid, chosen, r)
+            swae.put_blocks(qmag, grid, chosen, _magnitude(q, esc))
         elif picks:
             block_maps.append(np.zeros(int(np.prod(swae.block_grid(x.shape))), bool))
         cost = None if costs is None else np.zeros(x.shape)
-        _interpolate(x, fr, eb, dtype, st, state, cost)
+        _interpolate(x, fr, eb, dtype, st, recon, qmag, known, cost)
         if costs is not None:
             costs.append(cost)
     sections = {CODES: st.coder.finish(), KINDS: np.packbits(np.array(st.kinds, bool)).tobytes()}
@@ -444,8 +428,9 @@ def _decode_values(chunk):
     kinds = np.unpackbits(np.frombuffer(chunk.sections.get(KINDS, b""), np.uint8))
     used = {"verbatim": 0, "kinds": 0, "blocks": 0}
 
-    def restore(pred, ctx, eb, level=None):
-        q, esc = coder.take(ctx) if level is None else _take_in_runs(coder, ctx, level)
+    def restore(pred, ctx):
+        """Values coded with the full bound outside the passes (SWAE blocks, first point)."""
+        q, esc = coder.take(ctx)
         r = dequantize(pred, q, eb, dtype)
         k, u = int(np.count_nonzero(esc)), used["verbatim"]
         if u + k > verbatim.size:
@@ -455,10 +440,10 @@ def _decode_values(chunk):
         return r, _magnitude(q, esc)
 
     blocks = _block_side(chunk)
+    single = dtype == np.float32
     for v in range(shape4[0]):
         recon = out[v]
-        qmag = np.zeros(recon.shape, np.int8)
-        known = None
+        qmag, known = np.zeros(recon.shape, np.int8), np.zeros(recon.shape, bool)
         if blocks:
             net, block_map, latents, c, h = blocks
             grid = swae.block_grid(recon.shape)
@@ -470,26 +455,26 @@ def _decode_values(chunk):
                 first = int(block_map[:used["blocks"] - nb].sum())
                 pred = swae.predict(net, latents[first:first + k], c[first:first + k],
                                     h[first:first + k])
-                r, m = restore(pred, np.full(pred.shape, SWAE_CONTEXT), eb)
-                known = np.zeros(recon.shape, bool)
+                r, m = restore(pred, np.full(pred.shape, SWAE_CONTEXT))
                 swae.put_blocks(known, grid, chosen, True)
                 swae.put_blocks(recon, grid, chosen, r)
                 swae.put_blocks(qmag, grid, chosen, m)
-        sel = ... if known is None else ~known[:1, :1, :1]
-        r, m = restore(np.zeros((1, 1, 1))[sel], np.zeros((1, 1, 1), np.int64)[sel], eb)
-        recon[:1, :1, :1][sel], qmag[:1, :1, :1][sel] = r, m
+        if not known[0, 0, 0]:
+            r, m = restore(np.zeros(1), np.zeros(1, np.int64))
+            recon[0, 0, 0], qmag[0, 0, 0] = r[0], m[0]
         for p in interpolation.passes(recon.shape):
-            t = (p.lines, p.targets)
-            sel = ... if known is None else ~known[t[0]][t[1]]
-            near = interpolation.stencil(recon, p)
-            ctx = _contexts(near, qmag, p, eb)[sel]
+            geometry = interpolation.geometry(recon.shape, p, known)
+            ctx, flag_ctx = _pass_contexts(recon, qmag, geometry, p, eb)
             if used["kinds"] >= kinds.size:
                 raise CorruptChunkError("interpolation-kind section is shorter than the passes")
-            pred = interpolation.predict(recon, p, bool(kinds[used["kinds"]]), near)[sel]
+            w = interpolation.weights(recon.shape[p.axis], p.stride, bool(kinds[used["kinds"]]))
             used["kinds"] += 1
-            r, m = restore(pred, ctx, level_bound(eb, p), p.level)
-            _assign(recon, t, sel, r)
-            _assign(qmag, t, sel, m)
+            q, esc = _take_in_runs(coder, ctx, flag_ctx)
+            if used["verbatim"] + np.count_nonzero(esc) > verbatim.size:
+                raise CorruptChunkError("verbatim section is shorter than the codes say")
+            used["verbatim"] = interpolation.pass_restore(
+                recon.reshape(-1), qmag.reshape(-1), *geometry, w, q, esc, verbatim, used["verbatim"],
+                2.0 * level_bound(eb, p), single)
     if used["verbatim"] != verbatim.size:
         raise CorruptChunkError("verbatim section is longer than the codes say")
     return _finish(out, chunk)

@@ -12,6 +12,7 @@ import math
 import struct
 
 import constriction
+import numba
 import numpy as np
 
 from .errors import CorruptChunkError
@@ -125,9 +126,11 @@ class Decoder:
                                     "context set") from None
         pos = struct.calcsize("<BQ")
         self.K, self.models = {}, {}
+        self.alphabet = np.zeros(256, np.int64)         # K of every coded context
         for c in range(64):
             if mask >> c & 1:
                 self.K[c], pos = _read_varint(data, pos)
+                self.alphabet[c] = self.K[c]
                 if pos + Table.SIZE > len(data) or self.K[c] > QMAX:
                     raise CorruptChunkError("entropy-coded section truncated in its tables")
                 self.models[c] = _model(Table(data[pos:pos + Table.SIZE]), self.K[c])
@@ -139,22 +142,21 @@ class Decoder:
 
     def take(self, contexts):
         """(q, escaped) for one pass, in the order `Encoder.add` got them."""
-        order, counts = _grouping(self.cmap[contexts], len(self.cmap))
-        qs, escs = [], []
+        shape, contexts = contexts.shape, contexts.ravel()
+        counts = _count_contexts(contexts, self.cmap)
+        symbols = []
         for c in np.flatnonzero(counts):
             c = int(c)
             if c not in self.models:
                 raise CorruptChunkError(f"entropy-coded section lacks the table of context {c}")
             try:
-                symbols = self.coder.decode(self.models[c], int(counts[c]))
+                symbols.append(self.coder.decode(self.models[c], int(counts[c])))
             except Exception as exc:  # constriction raises on exhausted or garbled data
                 raise CorruptChunkError(f"entropy-coded section is damaged: {exc}") from None
-            escs.append(symbols == 2 * self.K[c] + 1)
-            qs.append(np.where(escs[-1], 0, symbols - self.K[c]))
-        q, escaped = np.zeros(order.size, np.int32), np.zeros(order.size, bool)
-        if qs:
-            q[order], escaped[order] = np.concatenate(qs), np.concatenate(escs)
-        return q.reshape(contexts.shape), escaped.reshape(contexts.shape)
+        q, escaped = np.empty(contexts.size, np.int32), np.empty(contexts.size, bool)
+        if symbols:
+            _ungroup(contexts, self.cmap, counts, np.concatenate(symbols), self.alphabet, q, escaped)
+        return q.reshape(shape), escaped.reshape(shape)
 
 
 def _varint(n):
@@ -186,6 +188,30 @@ def _grouping(contexts, n_contexts):
     if np.count_nonzero(counts) == 1:
         return np.arange(flat.size), counts
     return np.argsort(flat, kind="stable"), counts
+
+
+@numba.njit(cache=True)
+def _count_contexts(contexts, cmap):
+    """How many codes each coded context has (contexts mapped by the context set)."""
+    counts = np.zeros(256, np.int64)
+    for c in contexts:
+        counts[cmap[c]] += 1
+    return counts
+
+
+@numba.njit(cache=True)
+def _ungroup(contexts, cmap, counts, symbols, alphabet, q, escaped):
+    """Put the symbols, decoded context by context in ascending order, back in code order;
+    symbol 2K+1 is the escape, the others are q + K."""
+    at = np.zeros(256, np.int64)
+    for c in range(1, 256):
+        at[c] = at[c - 1] + counts[c - 1]
+    for i in range(contexts.size):
+        c = cmap[contexts[i]]
+        s = symbols[at[c]]
+        at[c] += 1
+        escaped[i] = s == 2 * alphabet[c] + 1
+        q[i] = 0 if escaped[i] else s - alphabet[c]
 
 
 def _model(table, K):

@@ -2,23 +2,24 @@
 
 The grid is refined level by level (stride S/2, ..., 2, 1); within a level the new points
 are predicted along z, then y, then x, each by cubic interpolation of the two nearest
-decoded neighbours on each side (quadratic, linear or nearest where the volume ends).  All
-weights are dyadic rationals and the arithmetic is fixed-order float64 numpy, so encoder and
-decoder compute bit-identical predictions on any machine.
+decoded neighbours on each side (quadratic, linear or extrapolated where the volume ends).
+All weights are dyadic rationals and the arithmetic is fixed-order float64 in compiled
+kernels (numba), so encoder and decoder compute bit-identical predictions on any machine.
 """
 import functools
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 
 @dataclass(frozen=True)
 class Pass:
-    """The points predicted together: a strided sub-grid, interpolated along `axis`."""
+    """The points predicted together: a strided sub-grid, interpolated along `axis`.
+    Targets sit at odd multiples of `stride` on `axis`, at multiples of `stride` on the axes
+    before it and of 2*stride on the axes after it (those are not refined yet)."""
     axis: int
     stride: int
-    lines: tuple          # slices selecting the lines along `axis` (full extent on `axis`)
-    targets: tuple        # slices selecting the predicted points inside those lines
 
     @property
     def level(self):
@@ -34,14 +35,8 @@ def passes(shape):
     stride = top // 2
     while stride >= 1:
         for axis in range(3):
-            if shape[axis] <= stride:
-                continue
-            lines = tuple(slice(None) if ax == axis else
-                          slice(None, None, stride if ax < axis else 2 * stride)
-                          for ax in range(3))
-            targets = tuple(slice(stride, None, 2 * stride) if ax == axis else slice(None)
-                            for ax in range(3))
-            yield Pass(axis, stride, lines, targets)
+            if shape[axis] > stride:
+                yield Pass(axis, stride)
         stride //= 2
 
 
@@ -68,34 +63,155 @@ def weights(n, s, cubic):
     return w
 
 
-def stencil(volume, p):
-    """The decoded neighbours (t-3s, t-s, t+s, t+3s) of the pass's targets, as four arrays
-    shaped like the targets; past the volume's edge they repeat the edge value."""
-    ax = p.axis
-    even = volume[p.lines][tuple(slice(None, None, 2 * p.stride) if a == ax else slice(None)
-                                 for a in range(3))]
-    count = len(range(p.stride, volume.shape[ax], 2 * p.stride))
-    along = lambda sl: tuple(sl if a == ax else slice(None) for a in range(3))
-    shape = list(even.shape)
-    shape[ax] = count + 3
-    padded = np.empty(shape, volume.dtype)         # [edge, even..., edge, edge...]
-    n = even.shape[ax]
-    padded[along(slice(1, 1 + n))] = even
-    padded[along(slice(0, 1))] = even[along(slice(0, 1))]
-    padded[along(slice(1 + n, None))] = even[along(slice(n - 1, n))]
-    return [padded[along(slice(k, k + count))] for k in range(4)]
+@functools.lru_cache(maxsize=256)
+def neighbours(n, s):
+    """Positions (t-3s, t-s, t+s, t+3s) of the decoded neighbours of the targets t = s, 3s,
+    ... < n along a pass's axis, shaped (4, count); past the volume's edge the edge point
+    repeats.  (Only in-volume neighbours get a non-zero weight; the repeat keeps reads safe.)"""
+    t = np.arange(s, n, 2 * s)
+    last = (n - 1) // (2 * s)
+    e = np.clip(t // (2 * s) + np.arange(-1, 3)[:, None], 0, last)
+    pos = 2 * s * e
+    pos.flags.writeable = False
+    return pos
 
 
-def predict(volume, p, cubic=True, near=None):
-    """Predictions of the pass's targets (float64) from the decoded values in `volume`:
-    cubic, or linear between the two nearest neighbours.  `near`: the stencil, if at hand."""
-    near = stencil(volume, p) if near is None else near
-    w = weights(volume.shape[p.axis], p.stride, cubic)
-    shape = [1, 1, 1]
-    shape[p.axis] = -1
-    with np.errstate(over="ignore", invalid="ignore"):
-        pred = w[0].reshape(shape) * near[0]
-        for k in (1, 2, 3):
-            pred = pred + w[k].reshape(shape) * near[k]
-    pred[~np.isfinite(pred)] = 0.0
-    return pred
+# --- compiled pass kernels ---------------------------------------------------------------
+# A pass's targets are visited in C order of the volume; the kernels work on flat views.
+# Target (i0, i1, i2) of the pass's grid sits at start[a] + i_a * step[a]; j = i_axis is its
+# index along the pass's axis, and its neighbour k is `off[k, j]` flat elements away.  No
+# fastmath: numba emits separately rounded multiplies and adds, so the results are plain IEEE
+# arithmetic (tests/test_interpolation.py checks them against a numpy reference).
+
+def geometry(shape, p, known):
+    """The arguments every pass kernel takes after the volumes: (known flat, grid, off)."""
+    n = shape[p.axis]
+    strides = (shape[1] * shape[2], shape[2], 1)
+    t = np.arange(p.stride, n, 2 * p.stride)
+    off = (neighbours(n, p.stride) - t) * strides[p.axis]
+    start = [p.stride if a == p.axis else 0 for a in range(3)]
+    step = [p.stride if a < p.axis else 2 * p.stride for a in range(3)]
+    count = [len(range(start[a], shape[a], step[a])) for a in range(3)]
+    grid = np.array([*count, *(st * sd for st, sd in zip(step, strides)), p.axis], np.int64)
+    base = sum(st * sd for st, sd in zip(start, strides))
+    return known.reshape(-1), base, grid, off
+
+
+@numba.njit(cache=True)
+def pass_size(known, base, grid, off):
+    """Number of the pass's targets that are not already known."""
+    n = 0
+    for i0 in range(grid[0]):
+        for i1 in range(grid[1]):
+            f = base + i0 * grid[3] + i1 * grid[4]
+            for i2 in range(grid[2]):
+                n += not known[f + i2 * grid[5]]
+    return n
+
+
+@numba.njit(cache=True)
+def pass_contexts(recon, qmag, known, base, grid, off, level, eb, out, runs, run_bits):
+    """Coding context of every target: level*12 + (neighbour code magnitudes, capped at 2)*4
+    + local gradient bucket (|x(t+s) - x(t-s)| / eb >= 1, 4, 16).  runs[r] receives the
+    largest neighbour-magnitude term of the targets r * 2^run_bits ... (r+1) * 2^run_bits - 1."""
+    i = 0
+    axis = grid[6]
+    for i0 in range(grid[0]):
+        for i1 in range(grid[1]):
+            row = base + i0 * grid[3] + i1 * grid[4]
+            for i2 in range(grid[2]):
+                f = row + i2 * grid[5]
+                if known[f]:
+                    continue
+                j = i0 if axis == 0 else (i1 if axis == 1 else i2)
+                lo, hi = f + off[1, j], f + off[2, j]
+                grad = abs(recon[hi] - recon[lo]) / eb
+                g = int(grad >= 1.0) + int(grad >= 4.0) + int(grad >= 16.0)
+                m = min(qmag[lo] + qmag[hi], 2)
+                out[i] = level * 12 + m * 4 + g
+                runs[i >> run_bits] = max(runs[i >> run_bits], m)
+                i += 1
+    return i
+
+
+@numba.njit(cache=True, inline="always")
+def _predict_at(recon, f, j, off, w):
+    """Sum of w[k] * neighbour k, in order; a non-finite prediction is 0."""
+    p = w[0, j] * recon[f + off[0, j]]
+    p = p + w[1, j] * recon[f + off[1, j]]
+    p = p + w[2, j] * recon[f + off[2, j]]
+    p = p + w[3, j] * recon[f + off[3, j]]
+    return p if np.isfinite(p) else 0.0
+
+
+@numba.njit(cache=True)
+def pass_predict(recon, known, base, grid, off, w, out):
+    """Predictions of the targets (weights w, shaped like off)."""
+    i = 0
+    axis = grid[6]
+    for i0 in range(grid[0]):
+        for i1 in range(grid[1]):
+            row = base + i0 * grid[3] + i1 * grid[4]
+            for i2 in range(grid[2]):
+                f = row + i2 * grid[5]
+                if not known[f]:
+                    out[i] = _predict_at(recon, f, i0 if axis == 0 else (i1 if axis == 1 else i2), off, w)
+                    i += 1
+    return i
+
+
+@numba.njit(cache=True)
+def pass_gather(volume, known, base, grid, off, out):
+    """The targets' values of a (flat) volume, in pass order."""
+    i = 0
+    for i0 in range(grid[0]):
+        for i1 in range(grid[1]):
+            row = base + i0 * grid[3] + i1 * grid[4]
+            for i2 in range(grid[2]):
+                f = row + i2 * grid[5]
+                if not known[f]:
+                    out[i] = volume[f]
+                    i += 1
+    return i
+
+
+@numba.njit(cache=True)
+def pass_scatter(volume, known, base, grid, off, values):
+    """Inverse of `pass_gather`."""
+    i = 0
+    for i0 in range(grid[0]):
+        for i1 in range(grid[1]):
+            row = base + i0 * grid[3] + i1 * grid[4]
+            for i2 in range(grid[2]):
+                f = row + i2 * grid[5]
+                if not known[f]:
+                    volume[f] = values[i]
+                    i += 1
+    return i
+
+
+@numba.njit(cache=True)
+def pass_restore(recon, qmag, known, base, grid, off, w, q, escaped, verbatim, used, twoeb,
+                 single):
+    """Decode the targets: prediction + q * 2eb rounded to the dtype, or the next verbatim
+    value where escaped; qmag gets the code magnitudes.  Returns the verbatim values used."""
+    i = 0
+    axis = grid[6]
+    for i0 in range(grid[0]):
+        for i1 in range(grid[1]):
+            row = base + i0 * grid[3] + i1 * grid[4]
+            for i2 in range(grid[2]):
+                f = row + i2 * grid[5]
+                if known[f]:
+                    continue
+                if escaped[i]:
+                    recon[f] = verbatim[used]
+                    qmag[f] = 2
+                    used += 1
+                else:
+                    j = i0 if axis == 0 else (i1 if axis == 1 else i2)
+                    v = _predict_at(recon, f, j, off, w) + q[i] * twoeb
+                    recon[f] = np.float64(np.float32(v)) if single else v
+                    qmag[f] = min(abs(q[i]), 2)
+                i += 1
+    return used

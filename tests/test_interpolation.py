@@ -1,0 +1,95 @@
+"""The compiled pass kernels equal straightforward numpy arithmetic on strided views."""
+import numpy as np
+import pytest
+
+from pyneuralfilter import interpolation as I
+
+
+def reference_neighbours(volume, p):
+    """The decoded neighbours (t-3s, t-s, t+s, t+3s) of the pass's targets by slicing: four
+    arrays shaped like the target grid, repeating the edge value past the volume's edge."""
+    ax, s = p.axis, p.stride
+    lines = tuple(slice(None) if a == ax else slice(None, None, s if a < ax else 2 * s)
+                  for a in range(3))
+    along = lambda sl: tuple(sl if a == ax else slice(None) for a in range(3))
+    even = volume[lines][along(slice(None, None, 2 * s))]
+    count = len(range(s, volume.shape[ax], 2 * s))
+    n = even.shape[ax]
+    padded = np.concatenate([even[along(slice(0, 1))], even] +
+                            [even[along(slice(n - 1, n))]] * 2, axis=ax)
+    return [padded[along(slice(k, k + count))] for k in range(4)]
+
+
+def reference_targets(volume, p):
+    ax, s = p.axis, p.stride
+    return volume[tuple(slice(s, None, 2 * s) if a == ax else
+                        slice(None, None, s if a < ax else 2 * s) for a in range(3))]
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 7), (5, 6, 7), (13, 4, 9), (17, 17, 3)])
+@pytest.mark.parametrize("cubic", [True, False])
+def test_kernels_match_numpy_reference(shape, cubic):
+    rng = np.random.default_rng(sum(shape))
+    recon = rng.standard_normal(shape) * 10.0 ** rng.integers(-3, 4, shape)
+    recon.flat[rng.integers(0, recon.size)] = np.inf        # non-finite predictions become 0
+    qmag = rng.integers(0, 3, shape).astype(np.int8)
+    known = rng.random(shape) < 0.2
+    eb = 0.0371
+    for p in I.passes(shape):
+        g = I.geometry(shape, p, known)
+        sel = ~reference_targets(known, p)
+        near = reference_neighbours(recon, p)
+        w = I.weights(shape[p.axis], p.stride, cubic)
+        along = [1, 1, 1]
+        along[p.axis] = -1
+        with np.errstate(invalid="ignore", over="ignore"):
+            pred = w[0].reshape(along) * near[0]
+            for k in (1, 2, 3):
+                pred = pred + w[k].reshape(along) * near[k]
+            pred[~np.isfinite(pred)] = 0.0
+            grad = np.abs(near[2] - near[1]) / eb
+        qn = reference_neighbours(qmag, p)
+        ctx = (p.level * 12 + np.minimum(qn[1] + qn[2].astype(int), 2) * 4
+               + (grad >= 1) + (grad >= 4) + (grad >= 16))
+        n = I.pass_size(*g)
+        assert n == sel.sum()
+        out_pred, out_ctx = np.empty(n), np.empty(n, np.int64)
+        runs = np.zeros(-(-n // 4), np.int64)
+        I.pass_predict(recon.reshape(-1), *g, w, out_pred)
+        I.pass_contexts(recon.reshape(-1), qmag.reshape(-1), *g, p.level, eb, out_ctx, runs, 2)
+        assert np.array_equal(out_pred, pred[sel])
+        assert np.array_equal(out_ctx, ctx[sel])
+        padded = np.zeros(runs.size * 4, np.int64)
+        padded[:n] = out_ctx % 12 // 4
+        assert np.array_equal(runs, padded.reshape(-1, 4).max(axis=1))
+
+        q = rng.integers(-5, 6, n).astype(np.int32)
+        esc = rng.random(n) < 0.1
+        verbatim = rng.standard_normal(esc.sum() + 3)
+        for single in (True, False):
+            r, m = recon.copy(), qmag.copy()
+            used = I.pass_restore(r.reshape(-1), m.reshape(-1), *g, w, q, esc, verbatim, 3,
+                                  2 * eb, single)
+            assert used == 3 + esc.sum()
+            want = pred[sel] + q * (2 * eb)
+            want = want.astype(np.float32).astype(np.float64) if single else want
+            want[esc] = verbatim[3:]
+            assert np.array_equal(reference_targets(r, p)[sel], want)
+            assert np.array_equal(reference_targets(m, p)[sel],
+                                  np.where(esc, 2, np.minimum(np.abs(q), 2)))
+            untouched = np.ones(shape, bool)
+            reference_targets(untouched, p)[sel] = False
+            assert np.array_equal(r[untouched], recon[untouched])
+
+
+def test_gather_scatter_round_trip():
+    volume = np.arange(7 * 8 * 9, dtype=np.float64).reshape(7, 8, 9)
+    known = np.zeros(volume.shape, bool)
+    for p in I.passes(volume.shape):
+        g = I.geometry(volume.shape, p, known)
+        out = np.empty(I.pass_size(*g))
+        I.pass_gather(volume.reshape(-1), *g, out)
+        assert np.array_equal(out, reference_targets(volume, p).ravel())
+        target = np.zeros_like(volume)
+        I.pass_scatter(target.reshape(-1), *g, out)
+        assert np.array_equal(reference_targets(target, p), reference_targets(volume, p))
