@@ -20,7 +20,7 @@ import zstandard
 from . import container as C
 from . import entropy, interpolation, lorenzo, swae
 from .errors import CorruptChunkError, NeuralFilterError, UnsupportedDataError
-from .quantizer import dequantize, quantize
+from .quantizer import QMAX, dequantize, quantize
 
 CODES, VERBATIM, NONFINITE, KINDS, BLOCKMAP, LATENTS, LORENZO, DIGEST = 1, 2, 3, 4, 5, 6, 7, 8
 SWAE_CONTEXT = 36              # residuals of SWAE-predicted blocks
@@ -32,6 +32,8 @@ GROUP = 64
 CONTEXT_SETS = (np.arange(N_CONTEXTS), np.r_[np.arange(36) // 12, 3, 4 + np.arange(9) // 3],
                 np.zeros(N_CONTEXTS, int))
 PREDICTORS = ("auto", "interp", "swae")
+LORENZO_TRIAL = 1.25           # Lorenzo is entropy coded only when its estimated cost is below
+                               # this x interpolation's (measured: it wins only below ~1.05x)
 _EB_MAX = 2.0 ** 1000          # larger bounds are clamped (still a valid, looser-than-asked bound)
 
 
@@ -51,30 +53,34 @@ def encode(array, *, abs=None, rel=None, model=None, predictor="auto", context_m
     finite = np.isfinite(array)
     eb = _absolute_bound(array, finite, bound_mode, bound)
     head = dict(dtype=array.dtype, shape=array.shape, bound_mode=bound_mode, bound=bound, eb=eb)
-    raw = _pack_raw(array, head)
     if eb == 0 or array.size == 0:
-        return raw
+        return _pack_raw(array, head)
     candidates = []
     values = array.astype(np.float64).reshape(_volumes(array.shape))
     free = ~finite.reshape(values.shape)
     values[free] = 0.0
     net = _model_or_none(model, predictor)
     costs = [] if net and predictor == "auto" else None
-    classical = lambda: [C.Chunk(C.MODE_CODED, sections=sections, **head).pack() for sections in (
-        _encode_values(array, values, free, eb, context_model, costs=costs),
-        _encode_lorenzo(array, values, free, eb, context_model))]
+
+    def classical():
+        """Interpolation, and Lorenzo where its estimated cost comes close (rough fields)."""
+        sections, cost = _encode_values(array, values, free, eb, context_model, costs=costs)
+        rough = _encode_lorenzo(array, values, free, eb, context_model, LORENZO_TRIAL * cost)
+        return [C.Chunk(C.MODE_CODED, sections=s, **head).pack() for s in (sections, rough) if s]
+
     if predictor != "swae":
         candidates += classical()
     if net:           # SWAE blocks first; "auto" keeps them only if the chunk gets smaller
         picks = [_choose_blocks(net, values[v], free[v], eb, array.dtype,
                                 None if costs is None else costs[v]) for v in range(len(values))]
         if any(picks):
-            sections = _encode_values(array, values, free, eb, context_model, net, picks)
+            sections, _ = _encode_values(array, values, free, eb, context_model, net, picks)
             candidates.append(C.Chunk(C.MODE_CODED, sections=sections,
                                       model_hash=swae.hash_bytes(net), **head).pack())
     if not candidates:              # "swae", but no full finite 5x5x5 block
         candidates += classical()
     best = min(candidates, key=len)
+    raw = _pack_raw(array, head, squeeze=len(best) > array.nbytes // 2)
     return _sealed(best, array, eb, raw) if len(best) + 4 + 5 < len(raw) else raw
 
 
@@ -164,9 +170,10 @@ def _absolute_bound(array, finite, mode, bound):
 
 # --- raw fallback ----------------------------------------------------------------------
 
-def _pack_raw(array, head):
+def _pack_raw(array, head, squeeze=True):
+    """The values losslessly: zstd-compressed if asked and smaller, else raw."""
     raw = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-    packed = zstandard.ZstdCompressor(level=3).compress(raw)
+    packed = zstandard.ZstdCompressor(level=3).compress(raw) if squeeze else raw
     if len(packed) < len(raw):
         return C.Chunk(C.MODE_ZSTD, sections={VERBATIM: packed}, **head).pack()
     return C.Chunk(C.MODE_RAW, sections={VERBATIM: raw}, **head).pack()
@@ -205,9 +212,13 @@ def _magnitude(q, esc):
     return np.where(esc, 2, np.minimum(np.abs(q), 2)).astype(np.int8)
 
 
+_COST = 2 * np.log2(1 + np.arange(QMAX + 1)) + (np.arange(QMAX + 1) != 0)
+
+
 def _cost(q, esc):
-    """Estimated coded bits of codes, to compare predictors (not a size promise)."""
-    return 2 * np.log2(1 + np.abs(q)) + (q != 0) + 40 * esc
+    """Estimated coded bits of codes (|q| <= QMAX), to compare predictors (not a size promise):
+    2 log2(1 + |q|) + 1 for a non-zero code, 40 for an escape."""
+    return _COST[np.abs(q)] + 40 * esc
 
 
 class _Streams:
@@ -217,6 +228,7 @@ class _Streams:
         choices = None if context_model else [len(CONTEXT_SETS) - 1]
         self.coder = entropy.Encoder(CONTEXT_SETS, choices)
         self.verbatim, self.kinds = [], []
+        self.cost = 0.0                     # estimated bits (`_cost`) of the codes so far
 
 
 def _interpolate(x, fr, eb, dtype, st, recon, qmag, known, cost=None):
@@ -241,6 +253,7 @@ def _interpolate(x, fr, eb, dtype, st, recon, qmag, known, cost=None):
                 best = (c, cubic, q, esc, r)
         c, cubic, q, esc, r = best
         st.kinds.append(cubic)
+        st.cost += float(c.sum())
         _add_in_runs(st.coder, ctx, flag_ctx, q, esc)
         interpolation.pass_scatter(recon.reshape(-1), *geometry, r)
         interpolation.pass_scatter(qmag.reshape(-1), *geometry, _magnitude(q, esc))
@@ -289,7 +302,8 @@ def _take_in_runs(coder, ctx, flag_ctx):
 
 def _choose_blocks(net, x, fr, eb, dtype, cost):
     """The blocks of volume x the SWAE codes: every full finite block, or (given the
-    interpolation's estimated cost map) those where the SWAE is estimated cheaper."""
+    interpolation's estimated cost map) those where the SWAE is estimated cheaper.  From 64
+    blocks on, every 8th block is tried first and the SWAE skipped when none of those wins."""
     grid = swae.block_grid(x.shape)
     if not np.prod(grid):
         return None
@@ -297,17 +311,28 @@ def _choose_blocks(net, x, fr, eb, dtype, cost):
     xb = swae.blocks_of(x, grid)[eligible]
     if not len(xb):
         return None
-    latents, c, h, pred = swae.encode(net, xb)
-    q, esc, r = quantize(xb, pred, eb, dtype)
-    wins = np.ones(len(xb), bool)
     if cost is not None:
-        swae_cost = 8 * swae.side_size(net, 1) + _cost(q, esc).reshape(len(xb), -1).sum(axis=1)
-        wins = swae_cost < swae.blocks_of(cost, grid)[eligible].reshape(len(xb), -1).sum(axis=1)
-        if not wins.any():
+        interp_cost = swae.blocks_of(cost, grid)[eligible].reshape(len(xb), -1).sum(axis=1)
+        if len(xb) >= 64 and not _swae_trial(net, xb[::8], eb, dtype, interp_cost[::8])[0].any():
             return None
+    wins, latents, c, h, q, esc, r = _swae_trial(net, xb, eb, dtype,
+                                                 None if cost is None else interp_cost)
+    if not wins.any():
+        return None
     chosen = np.zeros(eligible.size, bool)
     chosen[np.flatnonzero(eligible)[wins]] = True
     return grid, chosen, latents[wins], c[wins], h[wins], q[wins], esc[wins], r[wins], xb[wins]
+
+
+def _swae_trial(net, xb, eb, dtype, interp_cost):
+    """Code blocks xb by the SWAE; wins: blocks estimated cheaper than interp_cost (all if None)."""
+    latents, c, h, pred = swae.encode(net, xb)
+    q, esc, r = quantize(xb, pred, eb, dtype)
+    wins = np.ones(len(xb), bool)
+    if interp_cost is not None:
+        swae_cost = 8 * swae.side_size(net, 1) + _cost(q, esc).reshape(len(xb), -1).sum(axis=1)
+        wins = swae_cost < interp_cost
+    return wins, latents, c, h, q, esc, r
 
 
 def _encode_values(array, values, free, eb, context_model, net=None, picks=None, costs=None):
@@ -339,7 +364,7 @@ def _encode_values(array, values, free, eb, context_model, net=None, picks=None,
     if side:
         sections[BLOCKMAP] = np.packbits(np.concatenate(block_maps)).tobytes()
         sections[LATENTS] = b"".join(side)
-    return _with_side_values(sections, array, free, st.verbatim)
+    return _with_side_values(sections, array, free, st.verbatim), st.cost
 
 
 def _with_side_values(sections, array, free, verbatim):
@@ -352,13 +377,19 @@ def _with_side_values(sections, array, free, verbatim):
     return sections
 
 
-def _encode_lorenzo(array, values, free, eb, context_model=True):
-    """Sections of a chunk coded by the Lorenzo predictor."""
+def _encode_lorenzo(array, values, free, eb, context_model=True, budget=np.inf):
+    """Sections of a chunk coded by the Lorenzo predictor; None if the codes' estimated cost
+    exceeds the budget (not worth entropy coding)."""
     coder = entropy.Encoder(lorenzo.CONTEXT_SETS, None if context_model else [1])
-    verbatim = []
+    verbatim, codes = [], []
     for x, fr in zip(values, free):
         q, esc, recon = np.zeros(x.shape, np.int32), np.zeros(x.shape, bool), np.zeros_like(x)
         lorenzo.encode(x, fr, eb, array.dtype == np.float32, q, esc, recon)
+        codes.append((q, esc))
+        budget -= float(_cost(q, esc).sum())
+    if budget < 0:
+        return None
+    for (q, esc), x in zip(codes, values):
         previous = (np.zeros(q.shape[1:], np.int32), np.zeros(q.shape[1:], bool))
         for q_slice, esc_slice in zip(q, esc):
             coder.add(lorenzo.contexts(*previous), q_slice, esc_slice)

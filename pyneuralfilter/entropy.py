@@ -87,32 +87,45 @@ class Encoder:
         self.passes.append((contexts.ravel(), q.ravel(), escaped.ravel()))
 
     def finish(self):
-        return min((self._code(i) for i in self.choices), key=len)
+        """The coded bytes with the context set whose estimated size is smallest."""
+        return self._code(*min((self._fit(i) for i in self.choices), key=lambda fit: fit[-1]))
 
-    def _code(self, index):
+    def _fit(self, index):
+        """Fit a table to each coded context of set `index`; with the size estimate (tables +
+        ideal code length under the tables: within a few bytes of the ANS output)."""
         cmap = self.maps[index]
-        groups = []
-        for contexts, q, escaped in self.passes:
-            order, counts = _grouping(cmap[contexts], len(cmap))
-            q, escaped = q[order], escaped[order]
-            start = 0
-            for c in np.flatnonzero(counts):
-                end = start + counts[c]
-                groups.append((int(c), q[start:end], escaped[start:end]))
-                start = end
-        used = sorted({c for c, _, _ in groups})
-        K, tables = {}, {}
-        for c in used:      # each context's alphabet: -K[c]..K[c] and the escape symbol
-            q = np.concatenate([q[~e] for g, q, e in groups if g == c])
-            K[c] = int(np.abs(q).max(initial=0))
-            tables[c] = Table.fit(q, sum(int(np.count_nonzero(e)) for g, _, e in groups if g == c))
-        models = {c: _model(tables[c], K[c]) for c in used}
+        contexts = np.concatenate([cmap[c] for c, _, _ in self.passes])
+        order, counts = _grouping(contexts, len(cmap))
+        q = np.concatenate([q for _, q, _ in self.passes])[order]
+        escaped = np.concatenate([e for _, _, e in self.passes])[order]
+        K, tables, bits, start = {}, {}, 0.0, 0
+        for c in np.flatnonzero(counts):  # each context's alphabet: -K..K and the escape symbol
+            c, end = int(c), start + int(counts[c])
+            qc, escapes = q[start:end][~escaped[start:end]], int(np.count_nonzero(escaped[start:end]))
+            start = end
+            K[c] = int(np.abs(qc).max(initial=0))
+            tables[c] = Table.fit(qc, escapes)
+            histogram = np.bincount(qc + K[c], minlength=2 * K[c] + 2)
+            histogram[-1] += escapes
+            p = tables[c].probabilities(K[c])
+            p = np.maximum(p / p.sum(), 2.0 ** -24)     # constriction keeps every symbol codable
+            bits += float(histogram @ -np.log2(p))
+        head = struct.pack("<BQ", index, sum(1 << c for c in K)) + b"".join(
+            _varint(K[c]) + tables[c].codes for c in K)
+        return cmap, K, tables, head, len(head) + bits / 8
+
+    def _code(self, cmap, K, tables, head, _):
+        models = {c: _model(tables[c], K[c]) for c in K}
+        alphabet = np.zeros(256, np.int64)
+        alphabet[list(K)] = list(K.values())
         coder = constriction.stream.stack.AnsCoder()
-        for c, q, e in reversed(groups):
-            coder.encode_reverse(np.where(e, 2 * K[c] + 1, q + K[c]).astype(np.int32), models[c])
-        mask = sum(1 << c for c in used)
-        head = struct.pack("<BQ", index, mask) + b"".join(
-            _varint(K[c]) + tables[c].codes for c in used)
+        for contexts, q, escaped in reversed(self.passes):    # ANS: last symbol first
+            order, counts = _grouping(cmap[contexts], len(cmap))
+            k = alphabet[cmap[contexts]]
+            symbols = np.where(escaped, 2 * k + 1, q + k).astype(np.int32)[order]
+            ends = np.cumsum(counts)
+            for c in np.flatnonzero(counts)[::-1]:
+                coder.encode_reverse(symbols[ends[c] - counts[c]:ends[c]], models[int(c)])
         return head + coder.get_compressed().astype("<u4").tobytes()
 
 
