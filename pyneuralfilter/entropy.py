@@ -2,9 +2,11 @@
 
 Each code is coded with the probability table of its context (known to the decoder before
 the code: the level, the codes of the interpolation neighbours and the local gradient).
-A table is nine bytes: log-scale probabilities of q = 0, +1, -1, +2, -2, of the tails
-q >= 3 and q <= -3 and of the escape symbol, and the decay of the geometric tails; the probabilities are rebuilt with
-integer-exact arithmetic.  The symbols are range-coded with constriction's ANS coder (a
+Two kinds of table, chosen per chunk: `Table`, nine bytes (log-scale probabilities of
+q = 0, +1, -1, +2, -2, of the tails q >= 3 and q <= -3 and of the escape symbol, and the decay
+of the geometric tails), and `OctaveTable` for wide distributions (tight bounds), one
+probability per sign and octave of |q|.  Probabilities are rebuilt with integer-exact
+arithmetic.  The symbols are range-coded with constriction's ANS coder (a
 well-kept Rust library: fast, exact and streaming, so we do not hand-write a coder).
 """
 import functools
@@ -69,6 +71,46 @@ class Table:
         return p
 
 
+class OctaveTable:
+    """Probabilities of q = 0, of each octave 2^(b-1) <= |q| < 2^b per sign (uniform within
+    the octave), and of the escape: 2 + 2 * bit_length(K) log-scale bytes."""
+
+    def __init__(self, codes):
+        self.codes = bytes(codes)
+
+    @staticmethod
+    def size(K):
+        return 2 + 2 * K.bit_length()
+
+    @classmethod
+    def fit(cls, q, escaped, K):
+        n = q.size + escaped
+        counts = np.bincount(q + K, minlength=2 * K + 1)
+        codes = [_code(counts[K] / n), _code(escaped / n)]
+        for b in range(1, K.bit_length() + 1):
+            lo, hi = 1 << (b - 1), min((1 << b) - 1, K)
+            codes += [_code(counts[K + lo:K + hi + 1].sum() / n),
+                      _code(counts[K - hi:K - lo + 1].sum() / n)]
+        return cls(codes)
+
+    def probabilities(self, K):
+        p = np.zeros(2 * K + 2)
+        p[K], p[2 * K + 1] = float(_freq(self.codes[0])), float(_freq(self.codes[1]))
+        for b in range(1, K.bit_length() + 1):
+            lo, hi = 1 << (b - 1), min((1 << b) - 1, K)
+            width = float(hi - lo + 1)
+            p[K + lo:K + hi + 1] = _freq(self.codes[2 * b]) / width
+            p[K - hi:K - lo + 1] = _freq(self.codes[2 * b + 1]) / width
+        return p
+
+
+TABLES = (Table, OctaveTable)          # the kind is bit 7 of a CODES section's first byte
+
+
+def _table_size(kind, K):
+    return Table.SIZE if kind is Table else OctaveTable.size(K)
+
+
 class Encoder:
     """Collects the codes pass by pass with their contexts; `finish` codes them.
 
@@ -88,11 +130,12 @@ class Encoder:
 
     def finish(self):
         """The coded bytes with the context set whose estimated size is smallest."""
-        return self._code(*min((self._fit(i) for i in self.choices), key=lambda fit: fit[-1]))
+        fits = (self._fit(i, kind) for i in self.choices for kind in TABLES)
+        return self._code(*min(fits, key=lambda fit: fit[-1]))
 
-    def _fit(self, index):
-        """Fit a table to each coded context of set `index`; with the size estimate (tables +
-        ideal code length under the tables: within a few bytes of the ANS output)."""
+    def _fit(self, index, kind):
+        """Fit a table of `kind` to each coded context of set `index`; with the size estimate
+        (tables + ideal code length under the tables: within a few bytes of the ANS output)."""
         cmap = self.maps[index]
         contexts = np.concatenate([cmap[c] for c, _, _ in self.passes])
         order, counts = _grouping(contexts, len(cmap))
@@ -104,13 +147,13 @@ class Encoder:
             qc, escapes = q[start:end][~escaped[start:end]], int(np.count_nonzero(escaped[start:end]))
             start = end
             K[c] = int(np.abs(qc).max(initial=0))
-            tables[c] = Table.fit(qc, escapes)
+            tables[c] = Table.fit(qc, escapes) if kind is Table else OctaveTable.fit(qc, escapes, K[c])
             histogram = np.bincount(qc + K[c], minlength=2 * K[c] + 2)
             histogram[-1] += escapes
             p = tables[c].probabilities(K[c])
             p = np.maximum(p / p.sum(), 2.0 ** -24)     # constriction keeps every symbol codable
             bits += float(histogram @ -np.log2(p))
-        head = struct.pack("<BQ", index, sum(1 << c for c in K)) + b"".join(
+        head = struct.pack("<BQ", index | TABLES.index(kind) << 7, sum(1 << c for c in K)) + b"".join(
             _varint(K[c]) + tables[c].codes for c in K)
         return cmap, K, tables, head, len(head) + bits / 8
 
@@ -133,7 +176,8 @@ class Decoder:
     def __init__(self, data, maps):
         try:
             index, mask = struct.unpack_from("<BQ", data)
-            self.cmap = np.asarray(maps[index], np.uint8)
+            kind = TABLES[index >> 7]
+            self.cmap = np.asarray(maps[index & 0x7F], np.uint8)
         except (struct.error, IndexError):
             raise CorruptChunkError("entropy-coded section truncated or names an unknown "
                                     "context set") from None
@@ -144,10 +188,11 @@ class Decoder:
             if mask >> c & 1:
                 self.K[c], pos = _read_varint(data, pos)
                 self.alphabet[c] = self.K[c]
-                if pos + Table.SIZE > len(data) or self.K[c] > QMAX:
+                if self.K[c] > QMAX or pos + _table_size(kind, self.K[c]) > len(data):
                     raise CorruptChunkError("entropy-coded section truncated in its tables")
-                self.models[c] = _model(Table(data[pos:pos + Table.SIZE]), self.K[c])
-                pos += Table.SIZE
+                end = pos + _table_size(kind, self.K[c])
+                self.models[c] = _model(kind(data[pos:end]), self.K[c])
+                pos = end
         words = data[pos:]
         if len(words) % 4:
             raise CorruptChunkError("entropy-coded section has a partial word")
@@ -228,10 +273,13 @@ def _ungroup(contexts, cmap, counts, symbols, alphabet, q, escaped):
 
 
 def _model(table, K):
-    return _cached_model(table.codes, K)
+    return _cached_model(type(table), table.codes, K)
 
 
 @functools.lru_cache(maxsize=4096)
-def _cached_model(codes, K):
+def _cached_model(kind, codes, K):
     """Tables repeat from chunk to chunk: build each distinct one once (models are immutable)."""
-    return constriction.stream.model.Categorical(Table(codes).probabilities(K), perfect=False)
+    p = kind(codes).probabilities(K)
+    if not p.any():
+        raise CorruptChunkError("entropy-coded section holds a table with no probability")
+    return constriction.stream.model.Categorical(p, perfect=False)

@@ -141,3 +141,16 @@ def test_lorenzo_path_keeps_the_bound(array, abs_bound):
 def test_swae_predictor_without_full_blocks_still_encodes():
     a = np.linspace(0, 1, 64, dtype=np.float32).reshape(4, 4, 4)
     assert_within_bound(a, nf.decode(nf.encode(a, abs=1e-3, predictor="swae")), 1e-3)
+
+
+@pytest.mark.parametrize("predictor", ["interp", "auto"])
+def test_octave_tables_for_wide_codes(predictor):
+    """Tight bounds give wide code distributions: the encoder picks octave tables there
+    (format v2), and every value still decodes within the bound."""
+    from pyneuralfilter import codec, container
+    a = datagen.field("lognormal_rho", 24, seed=3)
+    data = nf.encode(a, rel=1e-6, predictor=predictor)
+    sections = container.unpack(data).sections
+    coded = sections.get(codec.CODES) or sections.get(codec.LORENZO)
+    assert coded[0] & 0x80, "expected octave tables at a tight bound"
+    assert_within_bound(a, nf.decode(data), absolute_bound(a, rel=1e-6))
