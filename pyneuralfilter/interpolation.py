@@ -81,10 +81,17 @@ def neighbours(n, s):
 # Target (i0, i1, i2) of the pass's grid sits at start[a] + i_a * step[a]; j = i_axis is its
 # index along the pass's axis, and its neighbour k is `off[k, j]` flat elements away.  No
 # fastmath: numba emits separately rounded multiplies and adds, so the results are plain IEEE
-# arithmetic (tests/test_interpolation.py checks them against a numpy reference).
+# arithmetic (tests/test_interpolation.py checks them against a numpy reference).  Indices
+# are cast to unsigned where they are known in range (no negative-index wraparound code).
+_u = numba.uint64
 
 def geometry(shape, p, known):
-    """The arguments every pass kernel takes after the volumes: (known flat, grid, off)."""
+    """The arguments every pass kernel takes after the volumes: (known flat, base, grid, off)."""
+    return (known.reshape(-1),) + _layout(tuple(shape), p)
+
+
+@functools.lru_cache(maxsize=1024)
+def _layout(shape, p):
     n = shape[p.axis]
     strides = (shape[1] * shape[2], shape[2], 1)
     t = np.arange(p.stride, n, 2 * p.stride)
@@ -94,7 +101,8 @@ def geometry(shape, p, known):
     count = [len(range(start[a], shape[a], step[a])) for a in range(3)]
     grid = np.array([*count, *(st * sd for st, sd in zip(step, strides)), p.axis], np.int64)
     base = sum(st * sd for st, sd in zip(start, strides))
-    return known.reshape(-1), base, grid, off
+    off.flags.writeable = grid.flags.writeable = False
+    return base, grid, off
 
 
 @numba.njit(cache=True)
@@ -121,15 +129,15 @@ def pass_contexts(recon, qmag, known, base, grid, off, level, eb, out, runs, run
             row = base + i0 * grid[3] + i1 * grid[4]
             for i2 in range(grid[2]):
                 f = row + i2 * grid[5]
-                if known[f]:
+                if known[_u(f)]:
                     continue
-                j = i0 if axis == 0 else (i1 if axis == 1 else i2)
-                lo, hi = f + off[1, j], f + off[2, j]
+                j = _u(i0 if axis == 0 else (i1 if axis == 1 else i2))
+                lo, hi = _u(f + off[1, j]), _u(f + off[2, j])
                 grad = abs(recon[hi] - recon[lo]) / eb
                 g = int(grad >= 1.0) + int(grad >= 4.0) + int(grad >= 16.0)
                 m = min(qmag[lo] + qmag[hi], 2)
-                out[i] = level * 12 + m * 4 + g
-                runs[i >> run_bits] = max(runs[i >> run_bits], m)
+                out[_u(i)] = level * 12 + m * 4 + g
+                runs[_u(i >> run_bits)] = max(runs[_u(i >> run_bits)], m)
                 i += 1
     return i
 
@@ -137,10 +145,10 @@ def pass_contexts(recon, qmag, known, base, grid, off, level, eb, out, runs, run
 @numba.njit(cache=True, inline="always")
 def _predict_at(recon, f, j, off, w):
     """Sum of w[k] * neighbour k, in order; a non-finite prediction is 0."""
-    p = w[0, j] * recon[f + off[0, j]]
-    p = p + w[1, j] * recon[f + off[1, j]]
-    p = p + w[2, j] * recon[f + off[2, j]]
-    p = p + w[3, j] * recon[f + off[3, j]]
+    p = w[0, j] * recon[_u(f + off[0, j])]
+    p = p + w[1, j] * recon[_u(f + off[1, j])]
+    p = p + w[2, j] * recon[_u(f + off[2, j])]
+    p = p + w[3, j] * recon[_u(f + off[3, j])]
     return p if np.isfinite(p) else 0.0
 
 
@@ -154,8 +162,9 @@ def pass_predict(recon, known, base, grid, off, w, out):
             row = base + i0 * grid[3] + i1 * grid[4]
             for i2 in range(grid[2]):
                 f = row + i2 * grid[5]
-                if not known[f]:
-                    out[i] = _predict_at(recon, f, i0 if axis == 0 else (i1 if axis == 1 else i2), off, w)
+                if not known[_u(f)]:
+                    out[_u(i)] = _predict_at(recon, f, _u(i0 if axis == 0 else (i1 if axis == 1 else i2)),
+                                             off, w)
                     i += 1
     return i
 
@@ -169,8 +178,8 @@ def pass_gather(volume, known, base, grid, off, out):
             row = base + i0 * grid[3] + i1 * grid[4]
             for i2 in range(grid[2]):
                 f = row + i2 * grid[5]
-                if not known[f]:
-                    out[i] = volume[f]
+                if not known[_u(f)]:
+                    out[_u(i)] = volume[_u(f)]
                     i += 1
     return i
 
@@ -184,8 +193,8 @@ def pass_scatter(volume, known, base, grid, off, values):
             row = base + i0 * grid[3] + i1 * grid[4]
             for i2 in range(grid[2]):
                 f = row + i2 * grid[5]
-                if not known[f]:
-                    volume[f] = values[i]
+                if not known[_u(f)]:
+                    volume[_u(f)] = values[_u(i)]
                     i += 1
     return i
 
@@ -202,16 +211,16 @@ def pass_restore(recon, qmag, known, base, grid, off, w, q, escaped, verbatim, u
             row = base + i0 * grid[3] + i1 * grid[4]
             for i2 in range(grid[2]):
                 f = row + i2 * grid[5]
-                if known[f]:
+                if known[_u(f)]:
                     continue
-                if escaped[i]:
-                    recon[f] = verbatim[used]
-                    qmag[f] = 2
+                if escaped[_u(i)]:
+                    recon[_u(f)] = verbatim[_u(used)]
+                    qmag[_u(f)] = 2
                     used += 1
                 else:
-                    j = i0 if axis == 0 else (i1 if axis == 1 else i2)
-                    v = _predict_at(recon, f, j, off, w) + q[i] * twoeb
-                    recon[f] = np.float64(np.float32(v)) if single else v
-                    qmag[f] = min(abs(q[i]), 2)
+                    j = _u(i0 if axis == 0 else (i1 if axis == 1 else i2))
+                    v = _predict_at(recon, f, j, off, w) + q[_u(i)] * twoeb
+                    recon[_u(f)] = np.float64(np.float32(v)) if single else v
+                    qmag[_u(f)] = min(abs(q[_u(i)]), 2)
                 i += 1
     return used
