@@ -9,6 +9,8 @@ Sections of a coded chunk (docs/format.md):
   LATENTS    the SWAE blocks' latents and float32 normalisation (centre, half-range)
   LORENZO    instead of CODES/KINDS: the codes of the Lorenzo predictor (rough fields)
   DIGEST     CRC-32 of the decoded values, as the encoder decoded and verified them
+  TAPS       one int8 per interpolation pass: interior weights (-a, 1/2+a, 1/2+a, -a), a = tap/256
+             (absent: every pass 16, the cubic); fitted by least squares per pass
 """
 import struct
 import warnings
@@ -19,10 +21,11 @@ import zstandard
 
 from . import container as C
 from . import entropy, interpolation, lorenzo, swae
+from .interpolation import CUBIC_TAP
 from .errors import CorruptChunkError, NeuralFilterError, UnsupportedDataError
 from .quantizer import QMAX, dequantize, quantize
 
-CODES, VERBATIM, NONFINITE, KINDS, BLOCKMAP, LATENTS, LORENZO, DIGEST = 1, 2, 3, 4, 5, 6, 7, 8
+CODES, VERBATIM, NONFINITE, KINDS, BLOCKMAP, LATENTS, LORENZO, DIGEST, TAPS = range(1, 10)
 SWAE_CONTEXT = 36              # residuals of SWAE-predicted blocks
 FLAG_CONTEXT = 37              # + 3 level + busiest neighbour bucket: "run not all zero"
 N_CONTEXTS = 46
@@ -227,7 +230,7 @@ class _Streams:
     def __init__(self, context_model):
         choices = None if context_model else [len(CONTEXT_SETS) - 1]
         self.coder = entropy.Encoder(CONTEXT_SETS, choices)
-        self.verbatim, self.kinds = [], []
+        self.verbatim, self.kinds, self.taps = [], [], []
         self.cost = 0.0                     # estimated bits (`_cost`) of the codes so far
 
 
@@ -242,17 +245,27 @@ def _interpolate(x, fr, eb, dtype, st, recon, qmag, known, cost=None):
         geometry = interpolation.geometry(x.shape, p, known)
         ctx, flag_ctx = _pass_contexts(recon, qmag, geometry, p, eb)
         xt, ft = _gather(x, geometry), _gather(fr, geometry)
-        best = None
-        for cubic in (True, False):
+        def predict(cubic, tap=CUBIC_TAP):
             pred = np.empty(xt.size)
-            w = interpolation.weights(x.shape[p.axis], p.stride, cubic)
+            w = interpolation.weights(x.shape[p.axis], p.stride, cubic, tap)
             interpolation.pass_predict(recon.reshape(-1), *geometry, w, pred)
+            return pred
+
+        cubic_pred = predict(True)
+        tap = _fitted_tap(xt[~ft], predict(True, 0)[~ft], cubic_pred[~ft])
+        trials = [(True, CUBIC_TAP, cubic_pred), (False, CUBIC_TAP, None)]
+        if tap != CUBIC_TAP:
+            trials.append((True, tap, None))
+        best = None
+        for cubic, tap, pred in trials:
+            pred = predict(cubic, tap) if pred is None else pred
             q, esc, r = quantize(xt, pred, level_bound(eb, p), dtype, ft)
             c = _cost(q, esc)
             if best is None or c.sum() < best[0].sum():
-                best = (c, cubic, q, esc, r)
-        c, cubic, q, esc, r = best
+                best = (c, cubic, tap, q, esc, r)
+        c, cubic, tap, q, esc, r = best
         st.kinds.append(cubic)
+        st.taps.append(tap)
         st.cost += float(c.sum())
         _add_in_runs(st.coder, ctx, flag_ctx, q, esc)
         interpolation.pass_scatter(recon.reshape(-1), *geometry, r)
@@ -260,6 +273,17 @@ def _interpolate(x, fr, eb, dtype, st, recon, qmag, known, cost=None):
         st.verbatim.append(xt[esc])
         if cost is not None:
             interpolation.pass_scatter(cost.reshape(-1), *geometry, c)
+
+
+def _fitted_tap(x, p0, p1):
+    """Least-squares interior tap for targets x, given the predictions with a = 0 (p0) and
+    a = 1/16 (p1): the prediction is p0 + a * 16 (p1 - p0) inside, the same at the edges."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        d = p1 - p0                                   # = (prediction at a) - p0, per 1/16
+        num, den = float(np.dot(x - p0, d)), float(np.dot(d, d))
+    if not (den > 0 and np.isfinite(num) and np.isfinite(den)):
+        return CUBIC_TAP
+    return int(np.clip(np.rint(num / den * CUBIC_TAP), -127, 127))
 
 
 def _gather(volume, geometry):
@@ -361,6 +385,8 @@ def _encode_values(array, values, free, eb, context_model, net=None, picks=None,
         if costs is not None:
             costs.append(cost)
     sections = {CODES: st.coder.finish(), KINDS: np.packbits(np.array(st.kinds, bool)).tobytes()}
+    if any(tap != CUBIC_TAP for tap in st.taps):
+        sections[TAPS] = np.array(st.taps, np.int8).tobytes()
     if side:
         sections[BLOCKMAP] = np.packbits(np.concatenate(block_maps)).tobytes()
         sections[LATENTS] = b"".join(side)
@@ -457,6 +483,7 @@ def _decode_values(chunk):
         raise CorruptChunkError("coded chunk has no code section")
     coder = entropy.Decoder(chunk.sections[CODES], CONTEXT_SETS)
     kinds = np.unpackbits(np.frombuffer(chunk.sections.get(KINDS, b""), np.uint8))
+    taps = np.frombuffer(chunk.sections[TAPS], np.int8) if TAPS in chunk.sections else None
     used = {"verbatim": 0, "kinds": 0, "blocks": 0}
 
     def restore(pred, ctx):
@@ -498,7 +525,10 @@ def _decode_values(chunk):
             ctx, flag_ctx = _pass_contexts(recon, qmag, geometry, p, eb)
             if used["kinds"] >= kinds.size:
                 raise CorruptChunkError("interpolation-kind section is shorter than the passes")
-            w = interpolation.weights(recon.shape[p.axis], p.stride, bool(kinds[used["kinds"]]))
+            if taps is not None and used["kinds"] >= taps.size:
+                raise CorruptChunkError("tap section is shorter than the passes")
+            tap = CUBIC_TAP if taps is None else int(taps[used["kinds"]])
+            w = interpolation.weights(recon.shape[p.axis], p.stride, bool(kinds[used["kinds"]]), tap)
             used["kinds"] += 1
             q, esc = _take_in_runs(coder, ctx, flag_ctx)
             if used["verbatim"] + np.count_nonzero(esc) > verbatim.size:

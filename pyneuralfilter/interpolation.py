@@ -40,20 +40,23 @@ def passes(shape):
         stride //= 2
 
 
-_CUBIC = (-1 / 16, 9 / 16, 9 / 16, -1 / 16)
+TAP_UNIT = 256                 # interior taps are stored as integers: a = tap / TAP_UNIT
+CUBIC_TAP = 16                 # a = 1/16: the cubic (-1, 9, 9, -1) / 16
 
 
-@functools.lru_cache(maxsize=256)
-def weights(n, s, cubic):
+@functools.lru_cache(maxsize=1024)
+def weights(n, s, cubic, tap=CUBIC_TAP):
     """Weights of neighbours (t-3s, t-s, t+s, t+3s) for the targets t = s, 3s, ... < n,
-    shaped (4, count): cubic where all four exist, else quadratic, linear or extrapolated;
-    `cubic=False` asks for linear inside and the nearest value at the far end."""
+    shaped (4, count): where all four exist (-a, 1/2 + a, 1/2 + a, -a) with a = tap / 256
+    (cubic: 1/16), else quadratic, linear or extrapolated; `cubic=False` asks for linear
+    inside and the nearest value at the far end.  All weights are dyadic rationals."""
     t = np.arange(s, n, 2 * s)
     has_a, has_c, has_d = t - 3 * s >= 0, t + s < n, t + 3 * s < n
     if not cubic:
         has_a = has_d = np.zeros(t.size, bool)
     w = np.zeros((4, t.size))
-    w[:, has_a & has_c & has_d] = np.array(_CUBIC)[:, None]
+    a = tap / TAP_UNIT
+    w[:, has_a & has_c & has_d] = np.array([-a, 0.5 + a, 0.5 + a, -a])[:, None]
     w[:, ~has_a & has_c & has_d] = np.array([0, 3 / 8, 6 / 8, -1 / 8])[:, None]
     w[:, has_a & has_c & ~has_d] = np.array([-1 / 8, 6 / 8, 3 / 8, 0])[:, None]
     w[:, ~has_a & has_c & ~has_d] = np.array([0, 1 / 2, 1 / 2, 0])[:, None]

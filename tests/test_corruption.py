@@ -83,3 +83,13 @@ def test_inconsistent_swae_sections_with_valid_checksum():
     wild.sections[6] = bytes([128]) + wild.sections[6][1:]    # latent -128 is outside the grid
     with pytest.raises(nf.CorruptChunkError, match="latents outside"):
         nf.decode(wild.pack())
+
+
+def test_short_tap_section_with_valid_checksum():
+    from pyneuralfilter import codec, datagen
+    data = nf.encode(datagen.field("kolmo_u", 20, seed=1), rel=3e-2, predictor="interp")
+    chunk = container.unpack(data)
+    assert codec.TAPS in chunk.sections                     # the path under test
+    chunk.sections[codec.TAPS] = chunk.sections[codec.TAPS][:3]
+    with pytest.raises(nf.CorruptChunkError, match="tap section"):
+        nf.decode(chunk.pack())
