@@ -11,6 +11,8 @@ Sections of a coded chunk (docs/format.md):
   DIGEST     CRC-32 of the decoded values, as the encoder decoded and verified them
   TAPS       one int8 per interpolation pass: interior weights (-a, 1/2+a, 1/2+a, -a), a = tap/256
              (absent: every pass 16, the cubic); fitted by least squares per pass
+  FEEDBACK   one int8 per interpolation pass: gain g = value/128 of the coded residuals of the
+             neighbours at t-s and t+s added to the prediction (absent: 0); least squares
 """
 import struct
 import warnings
@@ -25,7 +27,8 @@ from .interpolation import CUBIC_TAP
 from .errors import CorruptChunkError, NeuralFilterError, UnsupportedDataError
 from .quantizer import QMAX, dequantize, quantize
 
-CODES, VERBATIM, NONFINITE, KINDS, BLOCKMAP, LATENTS, LORENZO, DIGEST, TAPS = range(1, 10)
+CODES, VERBATIM, NONFINITE, KINDS, BLOCKMAP, LATENTS, LORENZO, DIGEST, TAPS, FEEDBACK = range(1, 11)
+FEEDBACK_UNIT = 128            # residual feedback gains are stored as int8: gain = value / 128
 SWAE_CONTEXT = 36              # residuals of SWAE-predicted blocks
 FLAG_CONTEXT = 37              # + 3 level + busiest neighbour bucket: "run not all zero"
 N_CONTEXTS = 46
@@ -230,11 +233,11 @@ class _Streams:
     def __init__(self, context_model):
         choices = None if context_model else [len(CONTEXT_SETS) - 1]
         self.coder = entropy.Encoder(CONTEXT_SETS, choices)
-        self.verbatim, self.kinds, self.taps = [], [], []
+        self.verbatim, self.kinds, self.taps, self.gains = [], [], [], []
         self.cost = 0.0                     # estimated bits (`_cost`) of the codes so far
 
 
-def _interpolate(x, fr, eb, dtype, st, recon, qmag, known, cost=None):
+def _interpolate(x, fr, eb, dtype, st, recon, qmag, resid, known, cost=None):
     """Code the volume x by multilevel interpolation; points marked known are already coded."""
     if not known[0, 0, 0]:
         q, esc, r = quantize(x[:1, 0, 0], np.zeros(1), eb, dtype, fr[:1, 0, 0])
@@ -245,45 +248,64 @@ def _interpolate(x, fr, eb, dtype, st, recon, qmag, known, cost=None):
         geometry = interpolation.geometry(x.shape, p, known)
         ctx, flag_ctx = _pass_contexts(recon, qmag, geometry, p, eb)
         xt, ft = _gather(x, geometry), _gather(fr, geometry)
-        def predict(cubic, tap=CUBIC_TAP):
+
+        def predict(cubic, tap=CUBIC_TAP, gain=0):
             pred = np.empty(xt.size)
             w = interpolation.weights(x.shape[p.axis], p.stride, cubic, tap)
-            interpolation.pass_predict(recon.reshape(-1), *geometry, w, pred)
+            interpolation.pass_predict(recon.reshape(-1), resid.reshape(-1), *geometry, w,
+                                       gain / FEEDBACK_UNIT, pred)
             return pred
 
-        cubic_pred = predict(True)
-        tap = _fitted_tap(xt[~ft], predict(True, 0)[~ft], cubic_pred[~ft])
-        trials = [(True, CUBIC_TAP, cubic_pred), (False, CUBIC_TAP, None)]
-        if tap != CUBIC_TAP:
-            trials.append((True, tap, None))
-        best = None
-        for cubic, tap, pred in trials:
-            pred = predict(cubic, tap) if pred is None else pred
-            q, esc, r = quantize(xt, pred, level_bound(eb, p), dtype, ft)
-            c = _cost(q, esc)
-            if best is None or c.sum() < best[0].sum():
-                best = (c, cubic, tap, q, esc, r)
-        c, cubic, tap, q, esc, r = best
+        c, cubic, tap, gain, q, esc, r = _best_prediction(xt, ft, predict, level_bound(eb, p), dtype)
         st.kinds.append(cubic)
         st.taps.append(tap)
+        st.gains.append(gain)
         st.cost += float(c.sum())
         _add_in_runs(st.coder, ctx, flag_ctx, q, esc)
         interpolation.pass_scatter(recon.reshape(-1), *geometry, r)
         interpolation.pass_scatter(qmag.reshape(-1), *geometry, _magnitude(q, esc))
+        interpolation.pass_scatter(resid.reshape(-1), *geometry, q * (2.0 * level_bound(eb, p)))
         st.verbatim.append(xt[esc])
         if cost is not None:
             interpolation.pass_scatter(cost.reshape(-1), *geometry, c)
 
 
-def _fitted_tap(x, p0, p1):
-    """Least-squares interior tap for targets x, given the predictions with a = 0 (p0) and
-    a = 1/16 (p1): the prediction is p0 + a * 16 (p1 - p0) inside, the same at the edges."""
+def _best_prediction(x, free, predict, eb, dtype):
+    """The pass's prediction with the smallest estimated cost: cubic, linear, or the 4-tap
+    filter fitted by least squares; then with the neighbours' coded residuals fed back (gain
+    fitted likewise) if that costs less.  Returns (cost, cubic, tap, gain, q, escaped, recon)."""
+    best = None
+
+    def trial(cubic, tap=CUBIC_TAP, gain=0, pred=None):
+        nonlocal best
+        pred = predict(cubic, tap, gain) if pred is None else pred
+        q, esc, r = quantize(x, pred, eb, dtype, free)
+        c = _cost(q, esc)
+        if best is None or c.sum() < best[0].sum():
+            best = (c, cubic, tap, gain, q, esc, r, pred)
+
+    cubic_pred, fit = predict(True), ~free
+    trial(True, pred=cubic_pred)
+    trial(False)
+    tap = _fitted(x[fit], predict(True, 0)[fit], cubic_pred[fit], CUBIC_TAP, CUBIC_TAP)
+    if tap != CUBIC_TAP:
+        trial(True, tap)
+    cubic, tap, pred = best[1], best[2], best[-1]
+    gain = _fitted(x[fit], pred[fit], predict(cubic, tap, FEEDBACK_UNIT)[fit], FEEDBACK_UNIT, 0)
+    if gain:
+        trial(cubic, tap, gain)
+    return best[:-1]
+
+
+def _fitted(x, p0, p1, unit, default):
+    """Least-squares parameter k (int8) of a prediction linear in it, p0 + (k / unit)(p1 - p0),
+    given p0 and p1 (the prediction at k = unit) for targets x; default if it cannot be fitted."""
     with np.errstate(over="ignore", invalid="ignore"):
-        d = p1 - p0                                   # = (prediction at a) - p0, per 1/16
+        d = p1 - p0
         num, den = float(np.dot(x - p0, d)), float(np.dot(d, d))
     if not (den > 0 and np.isfinite(num) and np.isfinite(den)):
-        return CUBIC_TAP
-    return int(np.clip(np.rint(num / den * CUBIC_TAP), -127, 127))
+        return default
+    return int(np.clip(np.rint(num / den * unit), -127, 127))
 
 
 def _gather(volume, geometry):
@@ -368,6 +390,7 @@ def _encode_values(array, values, free, eb, context_model, net=None, picks=None,
     for v in range(values.shape[0]):
         x, fr = values[v], free[v]
         recon, qmag, known = np.zeros_like(x), np.zeros(x.shape, np.int8), np.zeros(x.shape, bool)
+        resid = np.zeros_like(x)
         picked = picks[v] if picks else None
         if picked:
             grid, chosen, latents, c, h, q, esc, r, xb = picked
@@ -381,12 +404,14 @@ def _encode_values(array, values, free, eb, context_model, net=None, picks=None,
         elif picks:
             block_maps.append(np.zeros(int(np.prod(swae.block_grid(x.shape))), bool))
         cost = None if costs is None else np.zeros(x.shape)
-        _interpolate(x, fr, eb, dtype, st, recon, qmag, known, cost)
+        _interpolate(x, fr, eb, dtype, st, recon, qmag, resid, known, cost)
         if costs is not None:
             costs.append(cost)
     sections = {CODES: st.coder.finish(), KINDS: np.packbits(np.array(st.kinds, bool)).tobytes()}
     if any(tap != CUBIC_TAP for tap in st.taps):
         sections[TAPS] = np.array(st.taps, np.int8).tobytes()
+    if any(st.gains):
+        sections[FEEDBACK] = np.array(st.gains, np.int8).tobytes()
     if side:
         sections[BLOCKMAP] = np.packbits(np.concatenate(block_maps)).tobytes()
         sections[LATENTS] = b"".join(side)
@@ -483,7 +508,8 @@ def _decode_values(chunk):
         raise CorruptChunkError("coded chunk has no code section")
     coder = entropy.Decoder(chunk.sections[CODES], CONTEXT_SETS)
     kinds = np.unpackbits(np.frombuffer(chunk.sections.get(KINDS, b""), np.uint8))
-    taps = np.frombuffer(chunk.sections[TAPS], np.int8) if TAPS in chunk.sections else None
+    taps, gains = (np.frombuffer(chunk.sections[tag], np.int8) if tag in chunk.sections else None
+                   for tag in (TAPS, FEEDBACK))
     used = {"verbatim": 0, "kinds": 0, "blocks": 0}
 
     def restore(pred, ctx):
@@ -502,6 +528,7 @@ def _decode_values(chunk):
     for v in range(shape4[0]):
         recon = out[v]
         qmag, known = np.zeros(recon.shape, np.int8), np.zeros(recon.shape, bool)
+        resid = np.zeros_like(recon)
         if blocks:
             net, block_map, latents, c, h = blocks
             grid = swae.block_grid(recon.shape)
@@ -525,17 +552,20 @@ def _decode_values(chunk):
             ctx, flag_ctx = _pass_contexts(recon, qmag, geometry, p, eb)
             if used["kinds"] >= kinds.size:
                 raise CorruptChunkError("interpolation-kind section is shorter than the passes")
-            if taps is not None and used["kinds"] >= taps.size:
-                raise CorruptChunkError("tap section is shorter than the passes")
-            tap = CUBIC_TAP if taps is None else int(taps[used["kinds"]])
-            w = interpolation.weights(recon.shape[p.axis], p.stride, bool(kinds[used["kinds"]]), tap)
+            k = used["kinds"]
+            for name, values in (("tap", taps), ("feedback", gains)):
+                if values is not None and k >= values.size:
+                    raise CorruptChunkError(f"{name} section is shorter than the passes")
+            tap = CUBIC_TAP if taps is None else int(taps[k])
+            gain = 0.0 if gains is None else gains[k] / FEEDBACK_UNIT
+            w = interpolation.weights(recon.shape[p.axis], p.stride, bool(kinds[k]), tap)
             used["kinds"] += 1
             q, esc = _take_in_runs(coder, ctx, flag_ctx)
             if used["verbatim"] + np.count_nonzero(esc) > verbatim.size:
                 raise CorruptChunkError("verbatim section is shorter than the codes say")
             used["verbatim"] = interpolation.pass_restore(
-                recon.reshape(-1), qmag.reshape(-1), *geometry, w, q, esc, verbatim, used["verbatim"],
-                2.0 * level_bound(eb, p), single)
+                recon.reshape(-1), qmag.reshape(-1), resid.reshape(-1), *geometry, w, gain, q, esc,
+                verbatim, used["verbatim"], 2.0 * level_bound(eb, p), single)
     if used["verbatim"] != verbatim.size:
         raise CorruptChunkError("verbatim section is longer than the codes say")
     return _finish(out, chunk)

@@ -146,18 +146,21 @@ def pass_contexts(recon, qmag, known, base, grid, off, level, eb, out, runs, run
 
 
 @numba.njit(cache=True, inline="always")
-def _predict_at(recon, f, j, off, w):
-    """Sum of w[k] * neighbour k, in order; a non-finite prediction is 0."""
+def _predict_at(recon, resid, f, j, off, w, gain):
+    """Sum of w[k] * neighbour k, in order, plus (if gain != 0) gain times the sum of the coded
+    residuals of the neighbours at t-s and t+s; a non-finite prediction is 0."""
     p = w[0, j] * recon[_u(f + off[0, j])]
     p = p + w[1, j] * recon[_u(f + off[1, j])]
     p = p + w[2, j] * recon[_u(f + off[2, j])]
     p = p + w[3, j] * recon[_u(f + off[3, j])]
+    if gain != 0.0:
+        p = p + gain * (resid[_u(f + off[1, j])] + resid[_u(f + off[2, j])])
     return p if np.isfinite(p) else 0.0
 
 
 @numba.njit(cache=True)
-def pass_predict(recon, known, base, grid, off, w, out):
-    """Predictions of the targets (weights w, shaped like off)."""
+def pass_predict(recon, resid, known, base, grid, off, w, gain, out):
+    """Predictions of the targets (weights w, shaped like off; residual feedback gain)."""
     i = 0
     axis = grid[6]
     for i0 in range(grid[0]):
@@ -166,8 +169,8 @@ def pass_predict(recon, known, base, grid, off, w, out):
             for i2 in range(grid[2]):
                 f = row + i2 * grid[5]
                 if not known[_u(f)]:
-                    out[_u(i)] = _predict_at(recon, f, _u(i0 if axis == 0 else (i1 if axis == 1 else i2)),
-                                             off, w)
+                    j = _u(i0 if axis == 0 else (i1 if axis == 1 else i2))
+                    out[_u(i)] = _predict_at(recon, resid, f, j, off, w, gain)
                     i += 1
     return i
 
@@ -203,10 +206,11 @@ def pass_scatter(volume, known, base, grid, off, values):
 
 
 @numba.njit(cache=True)
-def pass_restore(recon, qmag, known, base, grid, off, w, q, escaped, verbatim, used, twoeb,
-                 single):
+def pass_restore(recon, qmag, resid, known, base, grid, off, w, gain, q, escaped, verbatim, used,
+                 twoeb, single):
     """Decode the targets: prediction + q * 2eb rounded to the dtype, or the next verbatim
-    value where escaped; qmag gets the code magnitudes.  Returns the verbatim values used."""
+    value where escaped; qmag gets the code magnitudes and resid the coded residuals q * 2eb.
+    Returns the verbatim values used."""
     i = 0
     axis = grid[6]
     for i0 in range(grid[0]):
@@ -222,8 +226,10 @@ def pass_restore(recon, qmag, known, base, grid, off, w, q, escaped, verbatim, u
                     used += 1
                 else:
                     j = _u(i0 if axis == 0 else (i1 if axis == 1 else i2))
-                    v = _predict_at(recon, f, j, off, w) + q[_u(i)] * twoeb
+                    r = q[_u(i)] * twoeb
+                    v = _predict_at(recon, resid, f, j, off, w, gain) + r
                     recon[_u(f)] = np.float64(np.float32(v)) if single else v
                     qmag[_u(f)] = min(abs(q[_u(i)]), 2)
+                    resid[_u(f)] = r
                 i += 1
     return used

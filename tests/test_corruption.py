@@ -85,11 +85,13 @@ def test_inconsistent_swae_sections_with_valid_checksum():
         nf.decode(wild.pack())
 
 
-def test_short_tap_section_with_valid_checksum():
-    from pyneuralfilter import codec, datagen
-    data = nf.encode(datagen.field("kolmo_u", 20, seed=1), rel=3e-2, predictor="interp")
+@pytest.mark.parametrize("tag, name", [(9, "tap"), (10, "feedback")])
+def test_short_pass_parameter_section_with_valid_checksum(tag, name):
+    from pyneuralfilter import datagen
+    data = nf.encode(datagen.field("grayscott_u", 20, seed=1, steps=200), rel=1e-2,
+                     predictor="interp")
     chunk = container.unpack(data)
-    assert codec.TAPS in chunk.sections                     # the path under test
-    chunk.sections[codec.TAPS] = chunk.sections[codec.TAPS][:3]
-    with pytest.raises(nf.CorruptChunkError, match="tap section"):
+    assert tag in chunk.sections                            # the path under test
+    chunk.sections[tag] = chunk.sections[tag][:3]
+    with pytest.raises(nf.CorruptChunkError, match=f"{name} section"):
         nf.decode(chunk.pack())

@@ -27,25 +27,30 @@ def reference_targets(volume, p):
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 7), (5, 6, 7), (13, 4, 9), (17, 17, 3)])
-@pytest.mark.parametrize("cubic", [True, False])
-def test_kernels_match_numpy_reference(shape, cubic):
+@pytest.mark.parametrize("cubic, tap, gain", [(True, 16, 0.0), (False, 16, 0.0), (True, -7, 0.0),
+                                              (True, 16, 0.375), (False, 16, -0.125)])
+def test_kernels_match_numpy_reference(shape, cubic, tap, gain):
     rng = np.random.default_rng(sum(shape))
     recon = rng.standard_normal(shape) * 10.0 ** rng.integers(-3, 4, shape)
     recon.flat[rng.integers(0, recon.size)] = np.inf        # non-finite predictions become 0
     qmag = rng.integers(0, 3, shape).astype(np.int8)
+    resid = rng.standard_normal(shape)
     known = rng.random(shape) < 0.2
     eb = 0.0371
     for p in I.passes(shape):
         g = I.geometry(shape, p, known)
         sel = ~reference_targets(known, p)
         near = reference_neighbours(recon, p)
-        w = I.weights(shape[p.axis], p.stride, cubic)
+        w = I.weights(shape[p.axis], p.stride, cubic, tap)
         along = [1, 1, 1]
         along[p.axis] = -1
         with np.errstate(invalid="ignore", over="ignore"):
             pred = w[0].reshape(along) * near[0]
             for k in (1, 2, 3):
                 pred = pred + w[k].reshape(along) * near[k]
+            if gain:
+                rn = reference_neighbours(resid, p)
+                pred = pred + gain * (rn[1] + rn[2])
             pred[~np.isfinite(pred)] = 0.0
             grad = np.abs(near[2] - near[1]) / eb
         qn = reference_neighbours(qmag, p)
@@ -55,7 +60,7 @@ def test_kernels_match_numpy_reference(shape, cubic):
         assert n == sel.sum()
         out_pred, out_ctx = np.empty(n), np.empty(n, np.int64)
         runs = np.zeros(-(-n // 4), np.int64)
-        I.pass_predict(recon.reshape(-1), *g, w, out_pred)
+        I.pass_predict(recon.reshape(-1), resid.reshape(-1), *g, w, gain, out_pred)
         I.pass_contexts(recon.reshape(-1), qmag.reshape(-1), *g, p.level, eb, out_ctx, runs, 2)
         assert np.array_equal(out_pred, pred[sel])
         assert np.array_equal(out_ctx, ctx[sel])
@@ -67,9 +72,9 @@ def test_kernels_match_numpy_reference(shape, cubic):
         esc = rng.random(n) < 0.1
         verbatim = rng.standard_normal(esc.sum() + 3)
         for single in (True, False):
-            r, m = recon.copy(), qmag.copy()
-            used = I.pass_restore(r.reshape(-1), m.reshape(-1), *g, w, q, esc, verbatim, 3,
-                                  2 * eb, single)
+            r, m, res = recon.copy(), qmag.copy(), resid.copy()
+            used = I.pass_restore(r.reshape(-1), m.reshape(-1), res.reshape(-1), *g, w, gain, q,
+                                  esc, verbatim, 3, 2 * eb, single)
             assert used == 3 + esc.sum()
             want = pred[sel] + q * (2 * eb)
             want = want.astype(np.float32).astype(np.float64) if single else want
@@ -77,6 +82,8 @@ def test_kernels_match_numpy_reference(shape, cubic):
             assert np.array_equal(reference_targets(r, p)[sel], want)
             assert np.array_equal(reference_targets(m, p)[sel],
                                   np.where(esc, 2, np.minimum(np.abs(q), 2)))
+            assert np.array_equal(reference_targets(res, p)[sel],
+                                  np.where(esc, reference_targets(resid, p)[sel], q * (2 * eb)))
             untouched = np.ones(shape, bool)
             reference_targets(untouched, p)[sel] = False
             assert np.array_equal(r[untouched], recon[untouched])
