@@ -29,6 +29,8 @@ from .quantizer import QMAX, dequantize, quantize
 
 CODES, VERBATIM, NONFINITE, KINDS, BLOCKMAP, LATENTS, LORENZO, DIGEST, TAPS, FEEDBACK = range(1, 11)
 FEEDBACK_UNIT = 128            # residual feedback gains are stored as int8: gain = value / 128
+FEEDBACK_MIN_TARGETS = 512     # smaller (coarse) passes: no feedback (measured: fitted on few
+                               # points it often costs bytes downstream, up to 10 %)
 SWAE_CONTEXT = 36              # residuals of SWAE-predicted blocks
 FLAG_CONTEXT = 37              # + 3 level + busiest neighbour bucket: "run not all zero"
 N_CONTEXTS = 46
@@ -253,7 +255,7 @@ def _interpolate(x, fr, eb, dtype, st, recon, qmag, resid, known, cost=None):
             pred = np.empty(xt.size)
             w = interpolation.weights(x.shape[p.axis], p.stride, cubic, tap)
             interpolation.pass_predict(recon.reshape(-1), resid.reshape(-1), *geometry, w,
-                                       gain / FEEDBACK_UNIT, pred)
+                                       gain / FEEDBACK_UNIT if gain else None, pred)
             return pred
 
         c, cubic, tap, gain, q, esc, r = _best_prediction(xt, ft, predict, level_bound(eb, p), dtype)
@@ -272,8 +274,8 @@ def _interpolate(x, fr, eb, dtype, st, recon, qmag, resid, known, cost=None):
 
 def _best_prediction(x, free, predict, eb, dtype):
     """The pass's prediction with the smallest estimated cost: cubic, linear, or the 4-tap
-    filter fitted by least squares; then with the neighbours' coded residuals fed back (gain
-    fitted likewise) if that costs less.  Returns (cost, cubic, tap, gain, q, escaped, recon)."""
+    filter fitted by least squares; then, in passes of FEEDBACK_MIN_TARGETS or more, with the
+    neighbours' coded residuals fed back (gain fitted likewise) if that costs less.  Returns (cost, cubic, tap, gain, q, escaped, recon)."""
     best = None
 
     def trial(cubic, tap=CUBIC_TAP, gain=0, pred=None):
@@ -291,6 +293,8 @@ def _best_prediction(x, free, predict, eb, dtype):
     if tap != CUBIC_TAP:
         trial(True, tap)
     cubic, tap, pred = best[1], best[2], best[-1]
+    if x.size < FEEDBACK_MIN_TARGETS:
+        return best[:-1]
     gain = _fitted(x[fit], pred[fit], predict(cubic, tap, FEEDBACK_UNIT)[fit], FEEDBACK_UNIT, 0)
     if gain:
         trial(cubic, tap, gain)
@@ -528,7 +532,7 @@ def _decode_values(chunk):
     for v in range(shape4[0]):
         recon = out[v]
         qmag, known = np.zeros(recon.shape, np.int8), np.zeros(recon.shape, bool)
-        resid = np.zeros_like(recon)
+        resid = None if gains is None else np.zeros_like(recon).reshape(-1)
         if blocks:
             net, block_map, latents, c, h = blocks
             grid = swae.block_grid(recon.shape)
@@ -557,14 +561,14 @@ def _decode_values(chunk):
                 if values is not None and k >= values.size:
                     raise CorruptChunkError(f"{name} section is shorter than the passes")
             tap = CUBIC_TAP if taps is None else int(taps[k])
-            gain = 0.0 if gains is None else gains[k] / FEEDBACK_UNIT
+            gain = None if gains is None or not gains[k] else gains[k] / FEEDBACK_UNIT
             w = interpolation.weights(recon.shape[p.axis], p.stride, bool(kinds[k]), tap)
             used["kinds"] += 1
             q, esc = _take_in_runs(coder, ctx, flag_ctx)
             if used["verbatim"] + np.count_nonzero(esc) > verbatim.size:
                 raise CorruptChunkError("verbatim section is shorter than the codes say")
             used["verbatim"] = interpolation.pass_restore(
-                recon.reshape(-1), qmag.reshape(-1), resid.reshape(-1), *geometry, w, gain, q, esc,
+                recon.reshape(-1), qmag.reshape(-1), resid, *geometry, w, gain, q, esc,
                 verbatim, used["verbatim"], 2.0 * level_bound(eb, p), single)
     if used["verbatim"] != verbatim.size:
         raise CorruptChunkError("verbatim section is longer than the codes say")

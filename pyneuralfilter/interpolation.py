@@ -147,13 +147,13 @@ def pass_contexts(recon, qmag, known, base, grid, off, level, eb, out, runs, run
 
 @numba.njit(cache=True, inline="always")
 def _predict_at(recon, resid, f, j, off, w, gain):
-    """Sum of w[k] * neighbour k, in order, plus (if gain != 0) gain times the sum of the coded
-    residuals of the neighbours at t-s and t+s; a non-finite prediction is 0."""
+    """Sum of w[k] * neighbour k, in order, plus (unless gain is None) gain times the sum of the
+    coded residuals of the neighbours at t-s and t+s; a non-finite prediction is 0."""
     p = w[0, j] * recon[_u(f + off[0, j])]
     p = p + w[1, j] * recon[_u(f + off[1, j])]
     p = p + w[2, j] * recon[_u(f + off[2, j])]
     p = p + w[3, j] * recon[_u(f + off[3, j])]
-    if gain != 0.0:
+    if gain is not None:            # None: no feedback (compiled without the term)
         p = p + gain * (resid[_u(f + off[1, j])] + resid[_u(f + off[2, j])])
     return p if np.isfinite(p) else 0.0
 
@@ -209,8 +209,8 @@ def pass_scatter(volume, known, base, grid, off, values):
 def pass_restore(recon, qmag, resid, known, base, grid, off, w, gain, q, escaped, verbatim, used,
                  twoeb, single):
     """Decode the targets: prediction + q * 2eb rounded to the dtype, or the next verbatim
-    value where escaped; qmag gets the code magnitudes and resid the coded residuals q * 2eb.
-    Returns the verbatim values used."""
+    value where escaped; qmag gets the code magnitudes and resid (unless None: a chunk without
+    feedback) the coded residuals q * 2eb.  Returns the verbatim values used."""
     i = 0
     axis = grid[6]
     for i0 in range(grid[0]):
@@ -230,6 +230,7 @@ def pass_restore(recon, qmag, resid, known, base, grid, off, w, gain, q, escaped
                     v = _predict_at(recon, resid, f, j, off, w, gain) + r
                     recon[_u(f)] = np.float64(np.float32(v)) if single else v
                     qmag[_u(f)] = min(abs(q[_u(i)]), 2)
-                    resid[_u(f)] = r
+                    if resid is not None:
+                        resid[_u(f)] = r
                 i += 1
     return used

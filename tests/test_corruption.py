@@ -88,7 +88,7 @@ def test_inconsistent_swae_sections_with_valid_checksum():
 @pytest.mark.parametrize("tag, name", [(9, "tap"), (10, "feedback")])
 def test_short_pass_parameter_section_with_valid_checksum(tag, name):
     from pyneuralfilter import datagen
-    data = nf.encode(datagen.field("grayscott_u", 20, seed=1, steps=200), rel=1e-2,
+    data = nf.encode(datagen.field("grayscott_u", 24, seed=1, steps=200), rel=1e-2,
                      predictor="interp")
     chunk = container.unpack(data)
     assert tag in chunk.sections                            # the path under test
