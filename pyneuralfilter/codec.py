@@ -29,7 +29,7 @@ from .quantizer import QMAX, dequantize, quantize
 
 CODES, VERBATIM, NONFINITE, KINDS, BLOCKMAP, LATENTS, LORENZO, DIGEST, TAPS, FEEDBACK = range(1, 11)
 FEEDBACK_UNIT = 128            # residual feedback gains are stored as int8: gain = value / 128
-FEEDBACK_MIN_TARGETS = 512     # smaller (coarse) passes: no feedback (measured: fitted on few
+FEEDBACK_MIN_TARGETS = 256     # smaller (coarse) passes: no feedback (measured: fitted on few
                                # points it often costs bytes downstream, up to 10 %)
 SWAE_CONTEXT = 36              # residuals of SWAE-predicted blocks
 FLAG_CONTEXT = 37              # + 3 level + busiest neighbour bucket: "run not all zero"
@@ -301,6 +301,35 @@ def _best_prediction(x, free, predict, eb, dtype):
     return best[:-1]
 
 
+_SPARSE = -128                 # first byte of the sparse form of TAPS / FEEDBACK (never a value)
+
+
+def _pack_pass_values(values, default):
+    """One int8 per pass (dense), or, when shorter, the marker -128, a bit per pass (numpy
+    packbits order) set where the value differs from the default, and those values."""
+    values = np.array(values, np.int8)
+    changed = values != default
+    sparse = np.int8(_SPARSE).tobytes() + np.packbits(changed).tobytes() + values[changed].tobytes()
+    return min(values.tobytes(), sparse, key=len)
+
+
+def _unpack_pass_values(data, n_passes, default, name):
+    values = np.frombuffer(data, np.int8)
+    if values.size and values[0] == _SPARSE:
+        bits = -(-n_passes // 8)
+        changed = np.unpackbits(values[1:1 + bits].view(np.uint8))[:n_passes].astype(bool)
+        if values.size < 1 + bits or values.size != 1 + bits + changed.sum():
+            raise CorruptChunkError(f"{name} section does not match the passes")
+        dense = np.full(n_passes, default, np.int8)
+        dense[changed] = values[1 + bits:]
+        return dense
+    if values.size != n_passes:
+        raise CorruptChunkError(f"{name} section is shorter than the passes"
+                                if values.size < n_passes else
+                                f"{name} section does not match the passes")
+    return values
+
+
 def _fitted(x, p0, p1, unit, default):
     """Least-squares parameter k (int8) of a prediction linear in it, p0 + (k / unit)(p1 - p0),
     given p0 and p1 (the prediction at k = unit) for targets x; default if it cannot be fitted."""
@@ -412,10 +441,9 @@ def _encode_values(array, values, free, eb, context_model, net=None, picks=None,
         if costs is not None:
             costs.append(cost)
     sections = {CODES: st.coder.finish(), KINDS: np.packbits(np.array(st.kinds, bool)).tobytes()}
-    if any(tap != CUBIC_TAP for tap in st.taps):
-        sections[TAPS] = np.array(st.taps, np.int8).tobytes()
-    if any(st.gains):
-        sections[FEEDBACK] = np.array(st.gains, np.int8).tobytes()
+    for tag, values, default in ((TAPS, st.taps, CUBIC_TAP), (FEEDBACK, st.gains, 0)):
+        if any(v != default for v in values):
+            sections[tag] = _pack_pass_values(values, default)
     if side:
         sections[BLOCKMAP] = np.packbits(np.concatenate(block_maps)).tobytes()
         sections[LATENTS] = b"".join(side)
@@ -512,8 +540,10 @@ def _decode_values(chunk):
         raise CorruptChunkError("coded chunk has no code section")
     coder = entropy.Decoder(chunk.sections[CODES], CONTEXT_SETS)
     kinds = np.unpackbits(np.frombuffer(chunk.sections.get(KINDS, b""), np.uint8))
-    taps, gains = (np.frombuffer(chunk.sections[tag], np.int8) if tag in chunk.sections else None
-                   for tag in (TAPS, FEEDBACK))
+    n_passes = shape4[0] * sum(1 for _ in interpolation.passes(shape4[1:]))
+    taps, gains = (_unpack_pass_values(chunk.sections[tag], n_passes, default, name)
+                   if tag in chunk.sections else None
+                   for tag, default, name in ((TAPS, CUBIC_TAP, "tap"), (FEEDBACK, 0, "feedback")))
     used = {"verbatim": 0, "kinds": 0, "blocks": 0}
 
     def restore(pred, ctx):
@@ -557,9 +587,6 @@ def _decode_values(chunk):
             if used["kinds"] >= kinds.size:
                 raise CorruptChunkError("interpolation-kind section is shorter than the passes")
             k = used["kinds"]
-            for name, values in (("tap", taps), ("feedback", gains)):
-                if values is not None and k >= values.size:
-                    raise CorruptChunkError(f"{name} section is shorter than the passes")
             tap = CUBIC_TAP if taps is None else int(taps[k])
             gain = None if gains is None or not gains[k] else gains[k] / FEEDBACK_UNIT
             w = interpolation.weights(recon.shape[p.axis], p.stride, bool(kinds[k]), tap)

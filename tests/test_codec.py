@@ -154,3 +154,15 @@ def test_octave_tables_for_wide_codes(predictor):
     coded = sections.get(codec.CODES) or sections.get(codec.LORENZO)
     assert coded[0] & 0x80, "expected octave tables at a tight bound"
     assert_within_bound(a, nf.decode(data), absolute_bound(a, rel=1e-6))
+
+
+def test_pass_parameter_sections_round_trip_dense_and_sparse():
+    from pyneuralfilter import codec
+    for values, default in (([16] * 20, 16), ([16] * 18 + [3, -7], 16), (list(range(-10, 10)), 0),
+                            ([0, 0, 127, -127, 0, 0, 0, 0, 0, 5], 0)):
+        data = codec._pack_pass_values(values, default)
+        assert len(data) <= len(values)
+        assert list(codec._unpack_pass_values(data, len(values), default, "tap")) == values
+    for values in ([16] * 18 + [3, -7], list(range(20))):         # sparse, dense
+        with pytest.raises(nf.CorruptChunkError, match="tap section"):
+            codec._unpack_pass_values(codec._pack_pass_values(values, 16), 25, 16, "tap")

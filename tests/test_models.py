@@ -333,3 +333,16 @@ def test_decoder_that_could_lose_exactness_is_rejected(model):
     card = {k: v for k, v in model.card.items() if k != "hash"}
     with pytest.raises(CorruptChunkError, match="exact"):
         models.Model.from_bytes(fmt.pack(card, arrays))
+
+
+def test_every_flipped_byte_of_a_model_file_is_a_clear_error_or_harmless(trained):
+    """Damage anywhere in a model file (zip directory, deflate streams, arrays, card) raises
+    NeuralFilterError; it never escapes as a zlib/zip/numpy exception."""
+    data = trained.read_bytes()
+    for pos in range(0, len(data), max(1, len(data) // 200)):
+        flipped = bytearray(data)
+        flipped[pos] ^= 0xFF
+        try:
+            models.Model.from_bytes(bytes(flipped))
+        except NeuralFilterError:
+            pass

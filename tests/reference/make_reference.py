@@ -38,6 +38,8 @@ def cases():
     yield "kolmo20_taps_rel3e-2", datagen.field("kolmo_u", 20, seed=1), dict(rel=3e-2, predictor="interp")
     yield "grayscott16_feedback_rel1e-2", datagen.field("grayscott_u", 16, seed=1, steps=200), \
         dict(rel=1e-2, predictor="interp")
+    yield "grayscott24_sparse_params_rel1e-2", datagen.field("grayscott_u", 24, seed=1, steps=200), \
+        dict(rel=1e-2, predictor="interp")
 
 
 def check_bound(array, decoded, eb):
