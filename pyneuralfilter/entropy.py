@@ -44,13 +44,16 @@ class Table:
         self.codes = bytes(codes)
 
     @classmethod
-    def fit(cls, q, escaped):
-        """Fit to the codes q (int array, escapes excluded) and the count of escapes."""
-        n = q.size + escaped
-        counts = [np.count_nonzero(q == v) for v in (0, 1, -1, 2, -2)]
-        tail = np.abs(q[np.abs(q) >= 3])
-        counts += [np.count_nonzero(q >= 3), np.count_nonzero(q <= -3), escaped]
-        mean = float(tail.mean()) - 3 if tail.size else 0.0
+    def fit(cls, histogram, escaped):
+        """Fit to the counts of q = -K..K (histogram, escapes excluded) and of escapes."""
+        K = len(histogram) // 2
+        n = int(histogram.sum()) + escaped
+        at = lambda v: int(histogram[K + v]) if abs(v) <= K else 0
+        above, below = histogram[K + 3:], histogram[:max(K - 2, 0)]
+        counts = [at(v) for v in (0, 1, -1, 2, -2)] + [int(above.sum()), int(below.sum()), escaped]
+        tail = counts[5] + counts[6]
+        excess = np.arange(len(above))                  # |q| - 3 of the tail values
+        mean = float(excess @ above + excess @ below[::-1]) / tail if tail else 0.0
         theta = min(int(round(256 * mean / (1 + mean))), 255)
         return cls([_code(c / n) for c in counts] + [theta])
 
@@ -83,9 +86,10 @@ class OctaveTable:
         return 2 + 2 * K.bit_length()
 
     @classmethod
-    def fit(cls, q, escaped, K):
-        n = q.size + escaped
-        counts = np.bincount(q + K, minlength=2 * K + 1)
+    def fit(cls, counts, escaped):
+        """Fit to the counts of q = -K..K (escapes excluded) and of escapes."""
+        K = len(counts) // 2
+        n = int(counts.sum()) + escaped
         codes = [_code(counts[K] / n), _code(escaped / n)]
         for b in range(1, K.bit_length() + 1):
             lo, hi = 1 << (b - 1), min((1 << b) - 1, K)
@@ -130,32 +134,37 @@ class Encoder:
 
     def finish(self):
         """The coded bytes with the context set whose estimated size is smallest."""
-        fits = (self._fit(i, kind) for i in self.choices for kind in TABLES)
+        fits = (fit for i in self.choices for fit in self._fits(i))
         return self._code(*min(fits, key=lambda fit: fit[-1]))
 
-    def _fit(self, index, kind):
-        """Fit a table of `kind` to each coded context of set `index`; with the size estimate
-        (tables + ideal code length under the tables: within a few bytes of the ANS output)."""
+    def _fits(self, index):
+        """For each table kind: a table fitted to each coded context of set `index`, with the
+        size estimate (tables + ideal code length under them: within a few bytes of the ANS
+        output)."""
         cmap = self.maps[index]
         contexts = np.concatenate([cmap[c] for c, _, _ in self.passes])
         order, counts = _grouping(contexts, len(cmap))
         q = np.concatenate([q for _, q, _ in self.passes])[order]
         escaped = np.concatenate([e for _, _, e in self.passes])[order]
-        K, tables, bits, start = {}, {}, 0.0, 0
+        histograms, escapes, start = {}, {}, 0
         for c in np.flatnonzero(counts):  # each context's alphabet: -K..K and the escape symbol
             c, end = int(c), start + int(counts[c])
-            qc, escapes = q[start:end][~escaped[start:end]], int(np.count_nonzero(escaped[start:end]))
+            qc = q[start:end][~escaped[start:end]]
+            escapes[c] = int(end - start - qc.size)
+            K = int(np.abs(qc).max(initial=0))
+            histograms[c] = np.bincount(qc + K, minlength=2 * K + 1)
             start = end
-            K[c] = int(np.abs(qc).max(initial=0))
-            tables[c] = Table.fit(qc, escapes) if kind is Table else OctaveTable.fit(qc, escapes, K[c])
-            histogram = np.bincount(qc + K[c], minlength=2 * K[c] + 2)
-            histogram[-1] += escapes
-            p = tables[c].probabilities(K[c])
-            p = np.maximum(p / p.sum(), 2.0 ** -24)     # constriction keeps every symbol codable
-            bits += float(histogram @ -np.log2(p))
-        head = struct.pack("<BQ", index | TABLES.index(kind) << 7, sum(1 << c for c in K)) + b"".join(
-            _varint(K[c]) + tables[c].codes for c in K)
-        return cmap, K, tables, head, len(head) + bits / 8
+        K = {c: len(h) // 2 for c, h in histograms.items()}
+        for kind in TABLES:
+            tables = {c: kind.fit(h, escapes[c]) for c, h in histograms.items()}
+            bits = 0.0
+            for c, h in histograms.items():
+                p = tables[c].probabilities(K[c])
+                p = np.maximum(p / p.sum(), 2.0 ** -24)     # constriction keeps every symbol codable
+                bits += float(h @ -np.log2(p[:-1])) - escapes[c] * np.log2(p[-1])
+            head = struct.pack("<BQ", index | TABLES.index(kind) << 7, sum(1 << c for c in K)) + \
+                b"".join(_varint(K[c]) + tables[c].codes for c in K)
+            yield cmap, K, tables, head, len(head) + bits / 8
 
     def _code(self, cmap, K, tables, head, _):
         models = {c: _model(tables[c], K[c]) for c in K}
