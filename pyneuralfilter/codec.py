@@ -18,6 +18,7 @@ import struct
 import warnings
 import zlib
 
+import numba
 import numpy as np
 import zstandard
 
@@ -226,7 +227,15 @@ _COST = 2 * np.log2(1 + np.arange(QMAX + 1)) + (np.arange(QMAX + 1) != 0)
 def _cost(q, esc):
     """Estimated coded bits of codes (|q| <= QMAX), to compare predictors (not a size promise):
     2 log2(1 + |q|) + 1 for a non-zero code, 40 for an escape."""
-    return _COST[np.abs(q)] + 40 * esc
+    out = np.empty(q.shape)
+    _cost_kernel(q.reshape(-1), esc.reshape(-1), _COST, out.reshape(-1))
+    return out
+
+
+@numba.njit(cache=True)
+def _cost_kernel(q, esc, table, out):
+    for i in range(q.size):
+        out[i] = table[abs(q[i])] + 40.0 * esc[i]
 
 
 class _Streams:

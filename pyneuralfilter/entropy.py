@@ -250,11 +250,21 @@ def _read_varint(data, pos):
 
 def _grouping(contexts, n_contexts):
     """Stable order that groups the codes by context (ascending), and the group sizes."""
-    flat = contexts.ravel().astype(np.uint8)        # < 256 contexts: radix sort
+    flat = np.ascontiguousarray(contexts.ravel(), np.uint8)
     counts = np.bincount(flat, minlength=n_contexts)
-    if np.count_nonzero(counts) == 1:
-        return np.arange(flat.size), counts
-    return np.argsort(flat, kind="stable"), counts
+    return _counting_sort(flat, counts), counts
+
+
+@numba.njit(cache=True)
+def _counting_sort(contexts, counts):
+    at = np.zeros(counts.size, np.int64)
+    for c in range(1, counts.size):
+        at[c] = at[c - 1] + counts[c - 1]
+    order = np.empty(contexts.size, np.int64)
+    for i in range(contexts.size):
+        order[at[contexts[i]]] = i
+        at[contexts[i]] += 1
+    return order
 
 
 @numba.njit(cache=True)
