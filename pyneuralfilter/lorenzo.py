@@ -25,16 +25,12 @@ def contexts(previous_q, previous_esc):
     return np.searchsorted(_EDGES, mag, side="right")
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _predict(r, i, j, k):
-    a = r[i - 1, j, k] if i else 0.0
-    b = r[i, j - 1, k] if j else 0.0
-    c = r[i, j, k - 1] if k else 0.0
-    d = r[i - 1, j - 1, k] if i and j else 0.0
-    e = r[i - 1, j, k - 1] if i and k else 0.0
-    f = r[i, j - 1, k - 1] if j and k else 0.0
-    g = r[i - 1, j - 1, k - 1] if i and j and k else 0.0
-    p = a + b + c - d - e - f + g
+    """Prediction of point (i-1, j-1, k-1) from r, the decoded values with a zero border in
+    front of every axis (so that no index test is needed)."""
+    p = (r[i - 1, j, k] + r[i, j - 1, k] + r[i, j, k - 1] - r[i - 1, j - 1, k] - r[i - 1, j, k - 1]
+         - r[i, j - 1, k - 1] + r[i - 1, j - 1, k - 1])
     return p if np.isfinite(p) else 0.0
 
 
@@ -48,24 +44,26 @@ def encode(x, free, eb, single, q, escaped, recon):
     """Codes q and escape flags of volume x (float64, 3D); recon receives the decoded values."""
     twoeb = 2.0 * eb
     Z, Y, X = x.shape
+    r = np.zeros((Z + 1, Y + 1, X + 1))
     for i in range(Z):
         for j in range(Y):
             for k in range(X):
-                p = _predict(recon, i, j, k)
+                p = _predict(r, i + 1, j + 1, k + 1)
                 v = x[i, j, k]
                 qq = np.rint((v - p) / twoeb)
                 ok = abs(qq) <= QMAX
                 if not ok or free[i, j, k]:
                     qq = 0.0
-                r = _round(p + qq * twoeb, single)
-                ok = ok and abs(r - v) <= eb
+                rv = _round(p + qq * twoeb, single)
+                ok = ok and abs(rv - v) <= eb
                 if not ok and not free[i, j, k]:
                     escaped[i, j, k] = True
                     q[i, j, k] = 0
-                    recon[i, j, k] = v
+                    r[i + 1, j + 1, k + 1] = v
                 else:
                     q[i, j, k] = np.int32(qq)
-                    recon[i, j, k] = r
+                    r[i + 1, j + 1, k + 1] = rv
+    recon[:] = r[1:, 1:, 1:]
 
 
 @numba.njit(cache=True)
@@ -73,13 +71,16 @@ def decode(q, escaped, verbatim, start, eb, single, recon):
     """Rebuild a volume from its codes; returns the index of the next unused verbatim value."""
     twoeb = 2.0 * eb
     Z, Y, X = recon.shape
+    r = np.zeros((Z + 1, Y + 1, X + 1))
     used = start
     for i in range(Z):
         for j in range(Y):
             for k in range(X):
                 if escaped[i, j, k]:
-                    recon[i, j, k] = verbatim[used]
+                    r[i + 1, j + 1, k + 1] = verbatim[used]
                     used += 1
                 else:
-                    recon[i, j, k] = _round(_predict(recon, i, j, k) + q[i, j, k] * twoeb, single)
+                    r[i + 1, j + 1, k + 1] = _round(_predict(r, i + 1, j + 1, k + 1)
+                                                    + q[i, j, k] * twoeb, single)
+    recon[:] = r[1:, 1:, 1:]
     return used
