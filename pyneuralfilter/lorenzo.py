@@ -19,10 +19,21 @@ _EDGES = np.array([1, 2, 3, 5, 9])
 CONTEXT_SETS = (np.arange(len(_EDGES) + 1), np.zeros(len(_EDGES) + 1, int))
 
 
+_BUCKET = np.searchsorted(_EDGES, np.arange(_EDGES[-1] + 1), side="right")
+
+
 def contexts(previous_q, previous_esc):
     """Contexts of a slice's codes from the codes of the previous slice."""
-    mag = np.where(previous_esc, 1 << 20, np.abs(previous_q))
-    return np.searchsorted(_EDGES, mag, side="right")
+    out = np.empty(previous_q.shape, np.int64)
+    _contexts(previous_q.reshape(-1), previous_esc.reshape(-1), _BUCKET, out.reshape(-1))
+    return out
+
+
+@numba.njit(cache=True)
+def _contexts(q, esc, bucket, out):
+    top = bucket.size - 1
+    for i in range(q.size):
+        out[i] = bucket[top] if esc[i] else bucket[min(abs(q[i]), top)]
 
 
 @numba.njit(cache=True, inline="always")

@@ -38,3 +38,11 @@ def test_kernels_match_plain_arithmetic():
         assert used == esc.sum()
         assert np.array_equal(out, reference_decode(q, esc, data[esc], eb, single))
         assert np.array_equal(out, recon)
+
+
+def test_contexts_are_the_magnitude_buckets_of_the_previous_slice():
+    rng = np.random.default_rng(3)
+    q = rng.integers(-40, 40, (30, 20)).astype(np.int32)
+    esc = rng.random(q.shape) < 0.1
+    want = np.searchsorted([1, 2, 3, 5, 9], np.where(esc, 1 << 20, np.abs(q)), side="right")
+    assert np.array_equal(lorenzo.contexts(q, esc), want)
