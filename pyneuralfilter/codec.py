@@ -267,7 +267,8 @@ def _interpolate(x, fr, eb, dtype, st, recon, qmag, resid, known, cost=None):
                                        gain / FEEDBACK_UNIT if gain else None, pred)
             return pred
 
-        c, cubic, tap, gain, q, esc, r = _best_prediction(xt, ft, predict, level_bound(eb, p), dtype)
+        c, cubic, tap, gain, q, esc, r = _best_prediction(xt, ft, predict, level_bound(eb, p),
+                                                          dtype)
         st.kinds.append(cubic)
         st.taps.append(tap)
         st.gains.append(gain)
@@ -284,7 +285,8 @@ def _interpolate(x, fr, eb, dtype, st, recon, qmag, resid, known, cost=None):
 def _best_prediction(x, free, predict, eb, dtype):
     """The pass's prediction with the smallest estimated cost: cubic, linear, or the 4-tap
     filter fitted by least squares; then, in passes of FEEDBACK_MIN_TARGETS or more, with the
-    neighbours' coded residuals fed back (gain fitted likewise) if that costs less.  Returns (cost, cubic, tap, gain, q, escaped, recon)."""
+    neighbours' coded residuals fed back (gain fitted likewise) if that costs less.
+    Returns (cost, cubic, tap, gain, q, escaped, recon)."""
     best = None
 
     def trial(cubic, tap=CUBIC_TAP, gain=0, pred=None):

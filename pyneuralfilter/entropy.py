@@ -160,7 +160,7 @@ class Encoder:
             bits = 0.0
             for c, h in histograms.items():
                 p = tables[c].probabilities(K[c])
-                p = np.maximum(p / p.sum(), 2.0 ** -24)     # constriction keeps every symbol codable
+                p = np.maximum(p / p.sum(), 2.0 ** -24)  # constriction keeps all symbols codable
                 bits += float(h @ -np.log2(p[:-1])) - escapes[c] * np.log2(p[-1])
             head = struct.pack("<BQ", index | TABLES.index(kind) << 7, sum(1 << c for c in K)) + \
                 b"".join(_varint(K[c]) + tables[c].codes for c in K)
@@ -222,7 +222,8 @@ class Decoder:
                 raise CorruptChunkError(f"entropy-coded section is damaged: {exc}") from None
         q, escaped = np.empty(contexts.size, np.int32), np.empty(contexts.size, bool)
         if symbols:
-            _ungroup(contexts, self.cmap, counts, np.concatenate(symbols), self.alphabet, q, escaped)
+            _ungroup(contexts, self.cmap, counts, np.concatenate(symbols), self.alphabet, q,
+                     escaped)
         return q.reshape(shape), escaped.reshape(shape)
 
 
