@@ -166,3 +166,23 @@ def test_pass_parameter_sections_round_trip_dense_and_sparse():
     for values in ([16] * 18 + [3, -7], list(range(20))):         # sparse, dense
         with pytest.raises(nf.CorruptChunkError, match="tap section"):
             codec._unpack_pass_values(codec._pack_pass_values(values, 16), 25, 16, "tap")
+
+
+@st.composite
+def rough_volumes(draw):
+    """Volumes big enough for fitted taps and residual feedback (passes of 256+ targets):
+    smooth waves plus grid-scale oscillation plus noise, in float32 or float64."""
+    shape = tuple(draw(st.lists(st.integers(12, 36), min_size=3, max_size=3)))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    z, y, x = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    a = (np.sin(z / draw(st.floats(1.0, 9.0))) * np.cos(y / 5.0 + x / 7.0)
+         + draw(st.floats(0, 1)) * (-1.0) ** (z + y + x)
+         + draw(st.floats(0, 0.5)) * rng.standard_normal(shape))
+    return (a * draw(st.floats(1e-3, 1e6))).astype(draw(st.sampled_from([np.float32, np.float64])))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(rough_volumes(), st.sampled_from([1e-1, 1e-2, 1e-3, 1e-4, 1e-6]))
+def test_bound_holds_with_fitted_taps_and_feedback(array, rel):
+    data = nf.encode(array, rel=rel, predictor="interp")
+    assert_within_bound(array, nf.decode(data), absolute_bound(array, rel=rel))
