@@ -24,6 +24,7 @@ _ONE = 1 << 30
 # floor(2^30 * 2^(-j/16)) for j = 0..15, by exact integer roots (no libm in the format)
 _POW = [math.isqrt(math.isqrt(math.isqrt(math.isqrt(1 << (960 - j))))) >> 30 for j in range(16)]
 _ABSENT = 255
+MAX_CONTEXTS = 64                # coded contexts of a section: a 64-bit mask says which are used
 
 
 def _freq(code):
@@ -168,7 +169,7 @@ class Encoder:
 
     def _code(self, cmap, K, tables, head, _):
         models = {c: _model(tables[c], K[c]) for c in K}
-        alphabet = np.zeros(256, np.int64)
+        alphabet = np.zeros(MAX_CONTEXTS, np.int64)
         alphabet[list(K)] = list(K.values())
         coder = constriction.stream.stack.AnsCoder()
         for contexts, q, escaped in reversed(self.passes):    # ANS: last symbol first
@@ -192,8 +193,8 @@ class Decoder:
                                     "context set") from None
         pos = struct.calcsize("<BQ")
         self.K, self.models = {}, {}
-        self.alphabet = np.zeros(256, np.int64)         # K of every coded context
-        for c in range(64):
+        self.alphabet = np.zeros(MAX_CONTEXTS, np.int64)  # K of every coded context
+        for c in range(MAX_CONTEXTS):
             if mask >> c & 1:
                 self.K[c], pos = _read_varint(data, pos)
                 self.alphabet[c] = self.K[c]
@@ -212,18 +213,20 @@ class Decoder:
         shape, contexts = contexts.shape, contexts.ravel()
         counts = _count_contexts(contexts, self.cmap)
         symbols = []
-        for c in np.flatnonzero(counts):
-            c = int(c)
+        for c, n in enumerate(counts.tolist()):
+            if not n:
+                continue
             if c not in self.models:
                 raise CorruptChunkError(f"entropy-coded section lacks the table of context {c}")
             try:
-                symbols.append(self.coder.decode(self.models[c], int(counts[c])))
+                symbols.append(self.coder.decode(self.models[c], n))
             except Exception as exc:  # constriction raises on exhausted or garbled data
                 raise CorruptChunkError(f"entropy-coded section is damaged: {exc}") from None
         q, escaped = np.empty(contexts.size, np.int32), np.empty(contexts.size, bool)
         if symbols:
-            _ungroup(contexts, self.cmap, counts, np.concatenate(symbols), self.alphabet, q,
-                     escaped)
+            _ungroup(contexts, self.cmap, counts,
+                     symbols[0] if len(symbols) == 1 else np.concatenate(symbols), self.alphabet,
+                     q, escaped)
         return q.reshape(shape), escaped.reshape(shape)
 
 
@@ -271,7 +274,7 @@ def _counting_sort(contexts, counts):
 @numba.njit(cache=True)
 def _count_contexts(contexts, cmap):
     """How many codes each coded context has (contexts mapped by the context set)."""
-    counts = np.zeros(256, np.int64)
+    counts = np.zeros(MAX_CONTEXTS, np.int64)
     for c in contexts:
         counts[cmap[c]] += 1
     return counts
@@ -281,8 +284,8 @@ def _count_contexts(contexts, cmap):
 def _ungroup(contexts, cmap, counts, symbols, alphabet, q, escaped):
     """Put the symbols, decoded context by context in ascending order, back in code order;
     symbol 2K+1 is the escape, the others are q + K."""
-    at = np.zeros(256, np.int64)
-    for c in range(1, 256):
+    at = np.zeros(counts.size, np.int64)
+    for c in range(1, counts.size):
         at[c] = at[c - 1] + counts[c - 1]
     for i in range(contexts.size):
         c = cmap[contexts[i]]
