@@ -249,8 +249,9 @@ class _Streams:
 
 
 def _interpolate(x, fr, eb, dtype, st, recon, qmag, resid, known, cost=None):
-    """Code the volume x by multilevel interpolation; points marked known are already coded."""
-    if not known[0, 0, 0]:
+    """Code the volume x by multilevel interpolation; points marked known (None: no point) are
+    already coded."""
+    if known is None or not known[0, 0, 0]:
         q, esc, r = quantize(x[:1, 0, 0], np.zeros(1), eb, dtype, fr[:1, 0, 0])
         st.coder.add(np.zeros(1, np.int64), q, esc)
         recon[0, 0, 0], qmag[0, 0, 0] = r[0], _magnitude(q, esc)[0]
@@ -433,7 +434,7 @@ def _encode_values(array, values, free, eb, context_model, net=None, picks=None,
     block_maps, side = [], []
     for v in range(values.shape[0]):
         x, fr = values[v], free[v]
-        recon, qmag, known = np.zeros_like(x), np.zeros(x.shape, np.int8), np.zeros(x.shape, bool)
+        recon, qmag, known = np.zeros_like(x), np.zeros(x.shape, np.int8), None
         resid = np.zeros_like(x)
         picked = picks[v] if picks else None
         if picked:
@@ -442,6 +443,7 @@ def _encode_values(array, values, free, eb, context_model, net=None, picks=None,
             side.append(swae.pack_side(net, latents, c, h))
             st.coder.add(np.full(q.shape, SWAE_CONTEXT), q, esc)
             st.verbatim.append(xb[esc])
+            known = np.zeros(x.shape, bool)
             swae.put_blocks(known, grid, chosen, True)
             swae.put_blocks(recon, grid, chosen, r)
             swae.put_blocks(qmag, grid, chosen, _magnitude(q, esc))
@@ -572,7 +574,7 @@ def _decode_values(chunk):
     single = dtype == np.float32
     for v in range(shape4[0]):
         recon = out[v]
-        qmag, known = np.zeros(recon.shape, np.int8), np.zeros(recon.shape, bool)
+        qmag, known = np.zeros(recon.shape, np.int8), None
         resid = None if gains is None else np.zeros_like(recon).reshape(-1)
         if blocks:
             net, block_map, latents, c, h = blocks
@@ -586,10 +588,11 @@ def _decode_values(chunk):
                 pred = swae.predict(net, latents[first:first + k], c[first:first + k],
                                     h[first:first + k])
                 r, m = restore(pred, np.full(pred.shape, SWAE_CONTEXT))
+                known = np.zeros(recon.shape, bool)
                 swae.put_blocks(known, grid, chosen, True)
                 swae.put_blocks(recon, grid, chosen, r)
                 swae.put_blocks(qmag, grid, chosen, m)
-        if not known[0, 0, 0]:
+        if known is None or not known[0, 0, 0]:
             r, m = restore(np.zeros(1), np.zeros(1, np.int64))
             recon[0, 0, 0], qmag[0, 0, 0] = r[0], m[0]
         for p in interpolation.passes(recon.shape):

@@ -88,9 +88,10 @@ def neighbours(n, s):
 # are cast to unsigned where they are known in range (no negative-index wraparound code).
 _u = numba.uint64
 
-def geometry(shape, p, known):
-    """The arguments every pass kernel takes after the volumes: (known flat, base, grid, off)."""
-    return (known.reshape(-1),) + _layout(tuple(shape), p)
+def geometry(shape, p, known=None):
+    """The arguments every pass kernel takes after the volumes: (known flat, base, grid, off).
+    known marks points coded before the passes (None: none; the kernels skip the test)."""
+    return (None if known is None else known.reshape(-1),) + _layout(tuple(shape), p)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -111,6 +112,8 @@ def _layout(shape, p):
 @numba.njit(cache=True)
 def pass_size(known, base, grid, off):
     """Number of the pass's targets that are not already known."""
+    if known is None:
+        return grid[0] * grid[1] * grid[2]
     n = 0
     for i0 in range(grid[0]):
         for i1 in range(grid[1]):
@@ -132,7 +135,7 @@ def pass_contexts(recon, qmag, known, base, grid, off, level, eb, out, runs, run
             row = base + i0 * grid[3] + i1 * grid[4]
             for i2 in range(grid[2]):
                 f = row + i2 * grid[5]
-                if known[_u(f)]:
+                if known is not None and known[_u(f)]:
                     continue
                 j = _u(i0 if axis == 0 else (i1 if axis == 1 else i2))
                 lo, hi = _u(f + off[1, j]), _u(f + off[2, j])
@@ -168,7 +171,7 @@ def pass_predict(recon, resid, known, base, grid, off, w, gain, out):
             row = base + i0 * grid[3] + i1 * grid[4]
             for i2 in range(grid[2]):
                 f = row + i2 * grid[5]
-                if not known[_u(f)]:
+                if known is None or not known[_u(f)]:
                     j = _u(i0 if axis == 0 else (i1 if axis == 1 else i2))
                     out[_u(i)] = _predict_at(recon, resid, f, j, off, w, gain)
                     i += 1
@@ -184,7 +187,7 @@ def pass_gather(volume, known, base, grid, off, out):
             row = base + i0 * grid[3] + i1 * grid[4]
             for i2 in range(grid[2]):
                 f = row + i2 * grid[5]
-                if not known[_u(f)]:
+                if known is None or not known[_u(f)]:
                     out[_u(i)] = volume[_u(f)]
                     i += 1
     return i
@@ -199,7 +202,7 @@ def pass_scatter(volume, known, base, grid, off, values):
             row = base + i0 * grid[3] + i1 * grid[4]
             for i2 in range(grid[2]):
                 f = row + i2 * grid[5]
-                if not known[_u(f)]:
+                if known is None or not known[_u(f)]:
                     volume[_u(f)] = values[_u(i)]
                     i += 1
     return i
@@ -218,7 +221,7 @@ def pass_restore(recon, qmag, resid, known, base, grid, off, w, gain, q, escaped
             row = base + i0 * grid[3] + i1 * grid[4]
             for i2 in range(grid[2]):
                 f = row + i2 * grid[5]
-                if known[_u(f)]:
+                if known is not None and known[_u(f)]:
                     continue
                 if escaped[_u(i)]:
                     recon[_u(f)] = verbatim[_u(used)]

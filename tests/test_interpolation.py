@@ -30,16 +30,17 @@ def reference_targets(volume, p):
 @pytest.mark.parametrize("cubic, tap, gain", [(True, 16, None), (False, 16, None), (True, -7, None),
                                               (True, 16, 0.375), (False, 16, -0.125),
                                               (True, 16, 0.0)])
-def test_kernels_match_numpy_reference(shape, cubic, tap, gain):
+@pytest.mark.parametrize("with_known", [True, False])
+def test_kernels_match_numpy_reference(shape, cubic, tap, gain, with_known):
     rng = np.random.default_rng(sum(shape))
     recon = rng.standard_normal(shape) * 10.0 ** rng.integers(-3, 4, shape)
     recon.flat[rng.integers(0, recon.size)] = np.inf        # non-finite predictions become 0
     qmag = rng.integers(0, 3, shape).astype(np.int8)
     resid = rng.standard_normal(shape)
-    known = rng.random(shape) < 0.2
+    known = rng.random(shape) < (0.2 if with_known else 0.0)
     eb = 0.0371
     for p in I.passes(shape):
-        g = I.geometry(shape, p, known)
+        g = I.geometry(shape, p, known if with_known else None)
         sel = ~reference_targets(known, p)
         near = reference_neighbours(recon, p)
         w = I.weights(shape[p.axis], p.stride, cubic, tap)
