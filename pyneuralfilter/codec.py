@@ -375,20 +375,41 @@ def _add_in_runs(coder, ctx, flag_ctx, q, esc):
     busy[:q.size] = (q != 0) | esc
     flags = busy.reshape(-1, GROUP).any(axis=1)
     coder.add(flag_ctx, flags.astype(np.int32), np.zeros(flags.size, bool))
-    keep = np.repeat(flags, GROUP)[:q.size]
-    coder.add(ctx[keep], q[keep], esc[keep])
+    coder.add(*(_in_flagged_runs(a, flags, GROUP) for a in (ctx, q, esc)))
 
 
 def _take_in_runs(coder, ctx, flag_ctx):
     """Inverse of `_add_in_runs`: (q, escaped) shaped like ctx."""
-    n = ctx.size
     flags, bad = coder.take(flag_ctx)
     if bad.any() or flags.min(initial=0) < 0 or flags.max(initial=0) > 1:
         raise CorruptChunkError("entropy-coded section holds an invalid run flag")
-    keep = np.repeat(flags.astype(bool), GROUP)[:n]
-    q, esc = np.zeros(n, np.int32), np.zeros(n, bool)
-    q[keep], esc[keep] = coder.take(ctx[keep])
+    q, esc = np.zeros(ctx.size, np.int32), np.zeros(ctx.size, bool)
+    _to_flagged_runs(q, esc, *coder.take(_in_flagged_runs(ctx, flags, GROUP)), flags, GROUP)
     return q, esc
+
+
+@numba.njit(cache=True)
+def _in_flagged_runs(values, flags, group):
+    """The values in the runs (of `group` consecutive values) whose flag is set, in order."""
+    out = np.empty(min(values.size, int(np.count_nonzero(flags)) * group), values.dtype)
+    o = 0
+    for r in range(flags.size):
+        if flags[r]:
+            for i in range(r * group, min((r + 1) * group, values.size)):
+                out[o] = values[i]
+                o += 1
+    return out[:o]
+
+
+@numba.njit(cache=True)
+def _to_flagged_runs(q, esc, q_runs, esc_runs, flags, group):
+    """Inverse of `_in_flagged_runs` for the decoded codes (the other runs stay 0)."""
+    o = 0
+    for r in range(flags.size):
+        if flags[r]:
+            for i in range(r * group, min((r + 1) * group, q.size)):
+                q[i], esc[i] = q_runs[o], esc_runs[o]
+                o += 1
 
 
 def _choose_blocks(net, x, fr, eb, dtype, cost):
