@@ -211,11 +211,9 @@ class Decoder:
     def take(self, contexts):
         """(q, escaped) for one pass, in the order `Encoder.add` got them."""
         shape, contexts = contexts.shape, contexts.ravel()
-        counts = _count_contexts(contexts, self.cmap)
+        counts, used = _count_contexts(contexts, self.cmap)
         symbols = []
-        for c, n in enumerate(counts.tolist()):
-            if not n:
-                continue
+        for c, n in zip(used.tolist(), counts[used].tolist()):
             if c not in self.models:
                 raise CorruptChunkError(f"entropy-coded section lacks the table of context {c}")
             try:
@@ -273,11 +271,12 @@ def _counting_sort(contexts, counts):
 
 @numba.njit(cache=True)
 def _count_contexts(contexts, cmap):
-    """How many codes each coded context has (contexts mapped by the context set)."""
+    """How many codes each coded context has (contexts mapped by the context set), and the
+    coded contexts used, ascending."""
     counts = np.zeros(MAX_CONTEXTS, np.int64)
     for c in contexts:
         counts[cmap[c]] += 1
-    return counts
+    return counts, np.flatnonzero(counts)
 
 
 @numba.njit(cache=True)
