@@ -354,9 +354,7 @@ def _fitted(x, p0, p1, unit, default):
 
 
 def _gather(volume, geometry):
-    out = np.empty(interpolation.pass_size(*geometry), volume.dtype)
-    interpolation.pass_gather(volume.reshape(-1), *geometry, out)
-    return out
+    return interpolation.pass_gather(volume.reshape(-1), *geometry)
 
 
 def _pass_contexts(recon, qmag, geometry, p, eb):

@@ -178,24 +178,20 @@ def pass_predict(recon, resid, known, base, grid, off, w, gain, out):
     return i
 
 
-@numba.njit(cache=True)
-def pass_gather(volume, known, base, grid, off, out):
+def pass_gather(volume, known, base, grid, off):
     """The targets' values of a (flat) volume, in pass order."""
-    i = 0
-    for i0 in range(grid[0]):
-        for i1 in range(grid[1]):
-            row = base + i0 * grid[3] + i1 * grid[4]
-            for i2 in range(grid[2]):
-                f = row + i2 * grid[5]
-                if known is None or not known[_u(f)]:
-                    out[_u(i)] = volume[_u(f)]
-                    i += 1
-    return i
+    out = np.empty(pass_size(known, base, grid, off), volume.dtype)
+    _copy(volume, known, base, grid, out, False)
+    return out
+
+
+def pass_scatter(volume, known, base, grid, off, values):
+    """Inverse of `pass_gather`: write values to the targets of a (flat) volume."""
+    _copy(volume, known, base, grid, values, True)
 
 
 @numba.njit(cache=True)
-def pass_scatter(volume, known, base, grid, off, values):
-    """Inverse of `pass_gather`."""
+def _copy(volume, known, base, grid, values, to_volume):
     i = 0
     for i0 in range(grid[0]):
         for i1 in range(grid[1]):
@@ -203,9 +199,11 @@ def pass_scatter(volume, known, base, grid, off, values):
             for i2 in range(grid[2]):
                 f = row + i2 * grid[5]
                 if known is None or not known[_u(f)]:
-                    volume[_u(f)] = values[_u(i)]
+                    if to_volume:
+                        volume[_u(f)] = values[_u(i)]
+                    else:
+                        values[_u(i)] = volume[_u(f)]
                     i += 1
-    return i
 
 
 @numba.njit(cache=True)

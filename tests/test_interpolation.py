@@ -96,8 +96,7 @@ def test_gather_scatter_round_trip():
     known = np.zeros(volume.shape, bool)
     for p in I.passes(volume.shape):
         g = I.geometry(volume.shape, p, known)
-        out = np.empty(I.pass_size(*g))
-        I.pass_gather(volume.reshape(-1), *g, out)
+        out = I.pass_gather(volume.reshape(-1), *g)
         assert np.array_equal(out, reference_targets(volume, p).ravel())
         target = np.zeros_like(volume)
         I.pass_scatter(target.reshape(-1), *g, out)
