@@ -85,8 +85,10 @@ def neighbours(n, s):
 # index along the pass's axis, and its neighbour k is `off[k, j]` flat elements away.  No
 # fastmath: numba emits separately rounded multiplies and adds, so the results are plain IEEE
 # arithmetic (tests/test_interpolation.py checks them against a numpy reference).  Indices
-# are cast to unsigned where they are known in range (no negative-index wraparound code).
+# are cast to unsigned where they are known in range (no negative-index wraparound code).  Each
+# kernel spells out the same three target loops: a shared numba generator measured 60 % slower.
 _u = numba.uint64
+
 
 def geometry(shape, p, known=None):
     """The arguments every pass kernel takes after the volumes: (known flat, base, grid, off).
