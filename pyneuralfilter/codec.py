@@ -125,6 +125,8 @@ def decode(data) -> np.ndarray:
         return _from_bytes(chunk.sections.get(VERBATIM, b""), chunk)
     if chunk.mode == C.MODE_ZSTD:
         return _from_bytes(_unzstd(chunk.sections.get(VERBATIM, b""), chunk), chunk)
+    if not 0 < chunk.eb <= _EB_MAX:           # the encoder codes only with such bounds
+        raise CorruptChunkError(f"coded chunk with an impossible error bound {chunk.eb!r}")
     decoded = _decode_values(chunk)
     if DIGEST in chunk.sections and chunk.sections[DIGEST] != _digest(decoded):
         raise CorruptChunkError("decoded values differ from those the encoder verified (digest "
@@ -235,7 +237,7 @@ def _cost(q, esc):
 @numba.njit(cache=True)
 def _cost_kernel(q, esc, table, out):
     for i in range(q.size):
-        out[i] = table[abs(q[i])] + 40.0 * esc[i]
+        out[i] = table[min(abs(q[i]), table.size - 1)] + 40.0 * esc[i]
 
 
 class _Streams:

@@ -192,16 +192,16 @@ class Decoder:
             raise CorruptChunkError("entropy-coded section truncated or names an unknown "
                                     "context set") from None
         pos = struct.calcsize("<BQ")
-        self.K, self.models = {}, {}
+        self.models = {}
         self.alphabet = np.zeros(MAX_CONTEXTS, np.int64)  # K of every coded context
         for c in range(MAX_CONTEXTS):
             if mask >> c & 1:
-                self.K[c], pos = _read_varint(data, pos)
-                self.alphabet[c] = self.K[c]
-                if self.K[c] > QMAX or pos + _table_size(kind, self.K[c]) > len(data):
+                K, pos = _read_varint(data, pos)
+                if K > QMAX or pos + _table_size(kind, K) > len(data):
                     raise CorruptChunkError("entropy-coded section truncated in its tables")
-                end = pos + _table_size(kind, self.K[c])
-                self.models[c] = _model(kind(data[pos:end]), self.K[c])
+                end = pos + _table_size(kind, K)
+                self.alphabet[c] = K
+                self.models[c] = _model(kind(data[pos:end]), K)
                 pos = end
         words = data[pos:]
         if len(words) % 4:

@@ -95,3 +95,11 @@ def test_short_pass_parameter_section_with_valid_checksum(tag, name):
     chunk.sections[tag] = chunk.sections[tag][:3]
     with pytest.raises(nf.CorruptChunkError, match=f"{name} section"):
         nf.decode(chunk.pack())
+
+
+@pytest.mark.parametrize("eb", [0.0, -1.0, float("nan"), float("inf")])
+def test_impossible_bound_in_a_coded_chunk(eb):
+    chunk = container.unpack(DATA)
+    chunk.eb = eb                                   # repacked: the checksum is valid
+    with pytest.raises(nf.CorruptChunkError, match="error bound"):
+        nf.decode(chunk.pack())
