@@ -546,7 +546,7 @@ def _finish(out, chunk):
 def _decode_lorenzo(chunk):
     out = np.zeros(_volumes(chunk.shape), np.float64)
     verbatim = _verbatim(chunk)
-    coder = entropy.Decoder(chunk.sections[LORENZO], lorenzo.CONTEXT_SETS)
+    coder = entropy.Decoder(chunk.sections[LORENZO], lorenzo.CONTEXT_SETS, chunk.version < 3)
     used = 0
     for recon in out:
         q, esc = np.zeros(recon.shape, np.int32), np.zeros(recon.shape, bool)
@@ -559,6 +559,7 @@ def _decode_lorenzo(chunk):
         used = lorenzo.decode(q, esc, verbatim, used, chunk.eb, chunk.dtype == np.float32, recon)
     if used != verbatim.size:
         raise CorruptChunkError("verbatim section is longer than the codes say")
+    coder.finish()
     return _finish(out, chunk)
 
 
@@ -572,7 +573,7 @@ def _decode_values(chunk):
     verbatim = _verbatim(chunk)
     if CODES not in chunk.sections:
         raise CorruptChunkError("coded chunk has no code section")
-    coder = entropy.Decoder(chunk.sections[CODES], CONTEXT_SETS)
+    coder = entropy.Decoder(chunk.sections[CODES], CONTEXT_SETS, chunk.version < 3)
     kinds = np.unpackbits(np.frombuffer(chunk.sections.get(KINDS, b""), np.uint8))
     n_passes = shape4[0] * sum(1 for _ in interpolation.passes(shape4[1:]))
     taps, gains = (_unpack_pass_values(chunk.sections[tag], n_passes, default, name)
@@ -634,6 +635,7 @@ def _decode_values(chunk):
                 verbatim, used["verbatim"], 2.0 * level_bound(eb, p), single)
     if used["verbatim"] != verbatim.size:
         raise CorruptChunkError("verbatim section is longer than the codes say")
+    coder.finish()
     return _finish(out, chunk)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from .errors import CorruptChunkError, UnsupportedDataError
 
 MAGIC = b"NFC1"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MODE_RAW, MODE_ZSTD, MODE_CODED = 0, 1, 2          # how the payload holds the values
 BOUND_ABS, BOUND_REL = 0, 1
 DTYPES = {1: np.dtype("<f4"), 2: np.dtype("<f8")}
@@ -38,6 +38,7 @@ class Chunk:
     eb: float
     model_hash: bytes = bytes(HASH_BYTES)
     sections: dict = field(default_factory=dict)     # tag -> bytes
+    version: int = FORMAT_VERSION                    # as read; `pack` writes FORMAT_VERSION
 
     def pack(self) -> bytes:
         try:
@@ -58,7 +59,7 @@ class Chunk:
 
     @property
     def info(self) -> dict:
-        return {"format_version": FORMAT_VERSION, "mode": ("raw", "zstd", "coded")[self.mode],
+        return {"format_version": self.version, "mode": ("raw", "zstd", "coded")[self.mode],
                 "dtype": str(np.dtype(self.dtype)), "shape": self.shape,
                 "bound": ("abs", "rel")[self.bound_mode], "bound_value": self.bound,
                 "abs_bound": self.eb, "model": self.model_hash.hex() if any(self.model_hash) else None,
@@ -104,4 +105,5 @@ def unpack(data) -> Chunk:
     model_hash = sections.pop(MODEL, bytes(HASH_BYTES))
     if len(model_hash) != HASH_BYTES:
         raise CorruptChunkError(f"model hash section holds {len(model_hash)} bytes, not {HASH_BYTES}")
-    return Chunk(mode, DTYPES[dcode], tuple(shape), bound_mode, bound, eb, model_hash, sections)
+    return Chunk(mode, DTYPES[dcode], tuple(shape), bound_mode, bound, eb, model_hash, sections,
+                 version)

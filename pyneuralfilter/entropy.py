@@ -6,8 +6,9 @@ Two kinds of table, chosen per chunk: `Table`, nine bytes (log-scale probabiliti
 q = 0, +1, -1, +2, -2, of the tails q >= 3 and q <= -3 and of the escape symbol, and the decay
 of the geometric tails), and `OctaveTable` for wide distributions (tight bounds), one
 probability per sign and octave of |q|.  Probabilities are rebuilt with integer-exact
-arithmetic.  The symbols are range-coded with constriction's ANS coder (a
-well-kept Rust library: fast, exact and streaming, so we do not hand-write a coder).
+arithmetic.  Format v3 codes the symbols with our compiled rANS coder (rans.py), one
+symbol at a time with its context's table, in decoding order; formats v1 and v2 were coded
+with constriction's ANS coder, still used to read them.
 """
 import functools
 import math
@@ -17,6 +18,7 @@ import constriction
 import numba
 import numpy as np
 
+from . import rans
 from .errors import CorruptChunkError
 from .quantizer import QMAX
 
@@ -168,22 +170,21 @@ class Encoder:
             yield cmap, K, tables, head, len(head) + bits / 8
 
     def _code(self, cmap, K, tables, head, _):
-        models = {c: _model(tables[c], K[c]) for c in K}
+        models = _models(tables, K)
         alphabet = np.zeros(MAX_CONTEXTS, np.int64)
         alphabet[list(K)] = list(K.values())
-        coder = constriction.stream.stack.AnsCoder()
-        for contexts, q, escaped in reversed(self.passes):    # ANS: last symbol first
-            order, counts = _grouping(cmap[contexts], len(cmap))
-            k = alphabet[cmap[contexts]]
-            symbols = np.where(escaped, 2 * k + 1, q + k).astype(np.int32)[order]
-            ends = np.cumsum(counts)
-            for c in np.flatnonzero(counts)[::-1]:
-                coder.encode_reverse(symbols[ends[c] - counts[c]:ends[c]], models[int(c)])
-        return head + coder.get_compressed().astype("<u4").tobytes()
+        contexts = np.concatenate([cmap[c] for c, _, _ in self.passes])
+        q = np.concatenate([q for _, q, _ in self.passes])
+        escaped = np.concatenate([e for _, _, e in self.passes])
+        k = alphabet[contexts]
+        symbols = np.where(escaped, 2 * k + 1, q + k).astype(np.int32)
+        return head + rans.encode(symbols, contexts, *models.arrays).astype("<u4").tobytes()
 
 
 class Decoder:
-    def __init__(self, data, maps):
+    """Reads the codes back pass by pass (`take`); `legacy`: a format v1/v2 section."""
+
+    def __init__(self, data, maps, legacy=False):
         try:
             index, mask = struct.unpack_from("<BQ", data)
             kind = TABLES[index >> 7]
@@ -192,26 +193,83 @@ class Decoder:
             raise CorruptChunkError("entropy-coded section truncated or names an unknown "
                                     "context set") from None
         pos = struct.calcsize("<BQ")
-        self.models = {}
-        self.alphabet = np.zeros(MAX_CONTEXTS, np.int64)  # K of every coded context
+        tables, K = {}, {}
         for c in range(MAX_CONTEXTS):
             if mask >> c & 1:
-                K, pos = _read_varint(data, pos)
-                if K > QMAX or pos + _table_size(kind, K) > len(data):
+                K[c], pos = _read_varint(data, pos)
+                if K[c] > QMAX or pos + _table_size(kind, K[c]) > len(data):
                     raise CorruptChunkError("entropy-coded section truncated in its tables")
-                end = pos + _table_size(kind, K)
-                self.alphabet[c] = K
-                self.models[c] = _model(kind(data[pos:end]), K)
-                pos = end
+                tables[c] = kind(data[pos:pos + _table_size(kind, K[c])])
+                pos += _table_size(kind, K[c])
+        self.alphabet = np.zeros(MAX_CONTEXTS, np.int64)
+        self.alphabet[list(K)] = list(K.values())
         words = data[pos:]
         if len(words) % 4:
             raise CorruptChunkError("entropy-coded section has a partial word")
-        self.coder = constriction.stream.stack.AnsCoder(np.frombuffer(words, "<u4").astype(np.uint32))
+        self.words = np.frombuffer(words, "<u4").astype(np.uint32)
+        self.stream = (_LegacyStream if legacy else _RansStream)(self.words, tables, K)
 
     def take(self, contexts):
         """(q, escaped) for one pass, in the order `Encoder.add` got them."""
         shape, contexts = contexts.shape, contexts.ravel()
-        counts, used = _count_contexts(contexts, self.cmap)
+        q, escaped = np.empty(contexts.size, np.int32), np.empty(contexts.size, bool)
+        self.stream.take(contexts, self.cmap, self.alphabet, q, escaped)
+        return q.reshape(shape), escaped.reshape(shape)
+
+    def finish(self):
+        """Check that the codes ended where the section ends."""
+        self.stream.finish()
+
+
+class _RansStream:
+    def __init__(self, words, tables, K):
+        self.models = _models(tables, K)
+        self.words = words
+        self.state = rans.start(words)
+        if self.state is None:
+            raise CorruptChunkError("entropy-coded section is truncated")
+
+    def take(self, contexts, cmap, alphabet, q, escaped):
+        status = _rans_codes(self.state, self.words, contexts, cmap, alphabet,
+                             *self.models.arrays, q, escaped)
+        if status == rans.NO_TABLE:
+            raise CorruptChunkError("entropy-coded section lacks the table of a context it uses")
+        if status == rans.EXHAUSTED:
+            raise CorruptChunkError("entropy-coded section is damaged: its codes run past its end")
+
+    def finish(self):
+        if not rans.finished(self.state, self.words):
+            raise CorruptChunkError("entropy-coded section is damaged: its codes do not end "
+                                    "where the section does")
+
+
+@numba.njit(cache=True)
+def _rans_codes(state, words, contexts, cmap, alphabet, cum, cum_at, bucket, bucket_at, shift,
+                q, escaped):
+    """Decode a pass's codes: symbol 2K+1 is the escape, the others are q + K."""
+    x, pos = state[0], np.int64(state[1])
+    for i in range(contexts.size):
+        c = cmap[contexts[i]]
+        if cum_at[c] < 0:
+            return rans.NO_TABLE
+        s, x, pos = rans.step(x, pos, words, c, cum, cum_at, bucket, bucket_at, shift)
+        escaped[i] = s == 2 * alphabet[c] + 1
+        q[i] = 0 if escaped[i] else s - alphabet[c]
+    if pos > words.size:
+        return rans.EXHAUSTED
+    state[0], state[1] = x, np.uint64(pos)
+    return rans.OK
+
+
+class _LegacyStream:
+    """Formats v1 and v2: constriction's ANS coder, codes grouped by context within a pass."""
+
+    def __init__(self, words, tables, K):
+        self.models = {c: _categorical(type(t), t.codes, K[c]) for c, t in tables.items()}
+        self.coder = constriction.stream.stack.AnsCoder(words)
+
+    def take(self, contexts, cmap, alphabet, q, escaped):
+        counts, used = _count_contexts(contexts, cmap)
         symbols = []
         for c, n in zip(used.tolist(), counts[used].tolist()):
             if c not in self.models:
@@ -220,12 +278,13 @@ class Decoder:
                 symbols.append(self.coder.decode(self.models[c], n))
             except Exception as exc:  # constriction raises on exhausted or garbled data
                 raise CorruptChunkError(f"entropy-coded section is damaged: {exc}") from None
-        q, escaped = np.empty(contexts.size, np.int32), np.empty(contexts.size, bool)
         if symbols:
-            _ungroup(contexts, self.cmap, counts,
-                     symbols[0] if len(symbols) == 1 else np.concatenate(symbols), self.alphabet,
+            _ungroup(contexts, cmap, counts,
+                     symbols[0] if len(symbols) == 1 else np.concatenate(symbols), alphabet,
                      q, escaped)
-        return q.reshape(shape), escaped.reshape(shape)
+
+    def finish(self):
+        pass
 
 
 def _varint(n):
@@ -294,13 +353,23 @@ def _ungroup(contexts, cmap, counts, symbols, alphabet, q, escaped):
         q[i] = 0 if escaped[i] else s - alphabet[c]
 
 
-def _model(table, K):
-    return _cached_model(type(table), table.codes, K)
+def _models(tables, K):
+    """The rANS models of a section's tables, laid out for the compiled coder."""
+    return rans.Models(MAX_CONTEXTS, {c: _rans_model(type(t), t.codes, K[c]) for c, t in tables.items()})
 
 
 @functools.lru_cache(maxsize=4096)
-def _cached_model(kind, codes, K):
-    """Tables repeat from chunk to chunk: build each distinct one once (models are immutable)."""
+def _rans_model(kind, codes, K):
+    """Tables repeat from chunk to chunk: build each distinct model once."""
+    p = kind(codes).probabilities(K)
+    if not p.any():
+        raise CorruptChunkError("entropy-coded section holds a table with no probability")
+    return rans.model(rans.frequencies(p))
+
+
+@functools.lru_cache(maxsize=4096)
+def _categorical(kind, codes, K):
+    """constriction's model of a table (formats v1 and v2)."""
     p = kind(codes).probabilities(K)
     if not p.any():
         raise CorruptChunkError("entropy-coded section holds a table with no probability")

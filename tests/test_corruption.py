@@ -103,3 +103,18 @@ def test_impossible_bound_in_a_coded_chunk(eb):
     chunk.eb = eb                                   # repacked: the checksum is valid
     with pytest.raises(nf.CorruptChunkError, match="error bound"):
         nf.decode(chunk.pack())
+
+
+@pytest.mark.parametrize("damage", ["cut", "extend", "flip"])
+def test_damaged_code_stream_with_valid_checksum(damage):
+    chunk = container.unpack(DATA)
+    codes = bytearray(chunk.sections[1])
+    if damage == "cut":
+        codes = codes[:-8]
+    elif damage == "extend":
+        codes += b"\1\2\3\4"
+    else:
+        codes[-9] ^= 0x10
+    chunk.sections[1] = bytes(codes)                        # repacked: the checksum is valid
+    with pytest.raises(nf.CorruptChunkError, match="entropy-coded|verbatim|digest"):
+        nf.decode(chunk.pack())

@@ -1,0 +1,139 @@
+"""Range asymmetric numeral systems (rANS), compiled with numba: the entropy coder of format v3.
+
+64-bit state, 32-bit words, probabilities in units of 2^-24 (the layout of Fabian Giesen's
+rans64; constriction, which coded formats v1 and v2, uses the same parameters).  Hand-written
+because the coder has to run inside the compiled decode loops: constriction's Python API takes
+one call per batch of same-model symbols and decodes 40-76 M symbols/s by binary search, while
+a per-symbol context lookup here decodes several times faster (benchmarks/bench_codec.py).
+
+Every symbol is coded with the table of its context, so the decoder takes the symbols in their
+natural order (no regrouping).  Decoding looks a symbol up by the top bits of the state's
+slot (a small bucket table per model) and a short forward scan.  All integer arithmetic:
+identical everywhere.  The encoder starts from the state L and writes the final state first,
+so a complete, undamaged stream decodes back to L having read exactly every word.
+"""
+import math
+
+import numba
+import numpy as np
+
+PRECISION = 24
+_L = np.uint64(1 << 31)                    # the state stays in [L, 2^64) between symbols
+_MASK = np.uint64((1 << PRECISION) - 1)
+_MAX_BUCKET_BITS = 12
+
+OK, EXHAUSTED, NO_TABLE = 0, 1, 2          # decode status
+
+
+def frequencies(p):
+    """Integer frequencies summing to 2^PRECISION, every symbol at least 1, proportional to the
+    weights p (non-negative float64) with integer-exact, order-fixed arithmetic."""
+    n = p.size
+    spare = (1 << PRECISION) - n
+    if not 0 < n <= spare:
+        raise ValueError(f"an alphabet of {n} symbols does not fit {PRECISION}-bit frequencies")
+    p = p / p.max()                                    # no overflow or underflow below
+    total = math.fsum(p.tolist())                      # correctly rounded: the same everywhere
+    f = 1 + np.floor(p * (spare / total)).astype(np.int64)
+    f[int(np.argmax(f))] += (1 << PRECISION) - int(f.sum())   # rounding remainder to the mode
+    return f
+
+
+def model(freqs):
+    """(cumulative frequencies (n+1), bucket table, bucket shift) of integer frequencies."""
+    cum = np.zeros(len(freqs) + 1, np.int64)
+    np.cumsum(freqs, out=cum[1:])
+    bits = min(_MAX_BUCKET_BITS, len(freqs).bit_length() + 1)
+    shift = PRECISION - bits
+    bucket = np.searchsorted(cum, np.arange(1 << bits, dtype=np.int64) << shift, "right") - 1
+    return cum, bucket.astype(np.int32), shift
+
+
+class Models:
+    """The models of up to `n` contexts laid out flat for the compiled coder; a context
+    without a model has offset -1."""
+
+    def __init__(self, n, models):
+        """models: {context: (cum, bucket, shift)}."""
+        self.cum_at = np.full(n, -1, np.int64)
+        self.bucket_at = np.zeros(n, np.int64)
+        self.shift = np.zeros(n, np.int64)
+        cums, buckets, at, bat = [], [], 0, 0
+        for c, (cum, bucket, shift) in sorted(models.items()):
+            self.cum_at[c], self.bucket_at[c], self.shift[c] = at, bat, shift
+            cums.append(cum)
+            buckets.append(bucket)
+            at, bat = at + cum.size, bat + bucket.size
+        self.cum = np.concatenate(cums) if cums else np.zeros(1, np.int64)
+        self.bucket = np.concatenate(buckets) if buckets else np.zeros(1, np.int32)
+
+    @property
+    def arrays(self):
+        return self.cum, self.cum_at, self.bucket, self.bucket_at, self.shift
+
+
+@numba.njit(cache=True)
+def encode(symbols, contexts, cum, cum_at, bucket, bucket_at, shift):
+    """The words of symbols (each < its context's alphabet size), coded so that `decode` reads
+    them in this order."""
+    out = np.empty(symbols.size + 2, np.uint32)
+    w = out.size
+    x = _L
+    for i in range(symbols.size - 1, -1, -1):
+        at = cum_at[contexts[i]] + symbols[i]
+        start = np.uint64(cum[at])
+        freq = np.uint64(cum[at + 1]) - start
+        if x >= ((_L >> np.uint64(PRECISION)) << np.uint64(32)) * freq:
+            w -= 1
+            out[w] = np.uint32(x & np.uint64(0xFFFFFFFF))
+            x >>= np.uint64(32)
+        x = ((x // freq) << np.uint64(PRECISION)) + (x % freq) + start
+    out[w - 1] = np.uint32(x >> np.uint64(32))         # the final state, read first
+    out[w - 2] = np.uint32(x & np.uint64(0xFFFFFFFF))
+    return out[w - 2:]
+
+
+@numba.njit(cache=True, inline="always")
+def step(x, pos, words, c, cum, cum_at, bucket, bucket_at, shift):
+    """Decode one symbol of context c (which must have a model: cum_at[c] >= 0) from state x:
+    (symbol, new x, new pos).  Past the last word it reads zeros (callers check pos)."""
+    base = cum_at[c]
+    slot = np.int64(x & _MASK)
+    s = np.int64(bucket[bucket_at[c] + (slot >> shift[c])])
+    while cum[base + s + 1] <= slot:
+        s += 1
+    start = cum[base + s]
+    x = np.uint64(cum[base + s + 1] - start) * (x >> np.uint64(PRECISION)) + np.uint64(slot - start)
+    if x < _L:
+        word = np.uint64(words[pos]) if pos < words.size else np.uint64(0)
+        x = (x << np.uint64(32)) | word
+        pos += 1
+    return s, x, pos
+
+
+@numba.njit(cache=True)
+def decode(state, words, contexts, cmap, cum, cum_at, bucket, bucket_at, shift, out):
+    """Decode one symbol per context (mapped by cmap) into out; returns a status.
+    state: [x, position of the next word]."""
+    x, pos = state[0], np.int64(state[1])
+    for i in range(contexts.size):
+        c = cmap[contexts[i]]
+        if cum_at[c] < 0:
+            return NO_TABLE
+        out[i], x, pos = step(x, pos, words, c, cum, cum_at, bucket, bucket_at, shift)
+    if pos > words.size:
+        return EXHAUSTED
+    state[0], state[1] = x, np.uint64(pos)
+    return OK
+
+
+def start(words):
+    """Decoder state at the start of a stream; None if it is too short."""
+    if words.size < 2:
+        return None
+    return np.array([int(words[0]) | int(words[1]) << 32, 2], np.uint64)
+
+
+def finished(state, words):
+    """Whether a stream was decoded completely: all words read and the state back at L."""
+    return int(state[0]) == int(_L) and int(state[1]) == words.size

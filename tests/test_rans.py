@@ -1,0 +1,84 @@
+"""The compiled rANS coder: exact round trips, integer models, damaged streams detected."""
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+from pyneuralfilter import rans
+
+
+def _models(rng, sizes, sharpness):
+    return rans.Models(len(sizes), {c: rans.model(rans.frequencies(rng.random(n) ** sharpness))
+                                    for c, n in enumerate(sizes)})
+
+
+def _symbols(rng, models, contexts):
+    """Symbols drawn from each context's model."""
+    cum, cum_at = models.cum, models.cum_at
+    out = np.empty(contexts.size, np.int32)
+    for c in np.unique(contexts):
+        n = int(np.searchsorted(cum_at, cum_at[c], "right"))   # next model's start or the end
+        table = cum[cum_at[c]:cum_at[n] if n < cum_at.size else cum.size]
+        at = contexts == c
+        out[at] = np.searchsorted(table, rng.integers(0, 1 << rans.PRECISION, at.sum()), "right") - 1
+    return out
+
+
+def _decode(words, contexts, models, n_contexts):
+    state, out = rans.start(words), np.empty(contexts.size, np.int32)
+    status = rans.decode(state, words, contexts, np.arange(n_contexts, dtype=np.uint8),
+                         *models.arrays, out)
+    return status, out, state
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), n=st.integers(0, 3000),
+       sizes=st.lists(st.integers(2, 9000), min_size=1, max_size=5),
+       sharpness=st.sampled_from([0.5, 4.0, 40.0]))
+def test_round_trip(seed, n, sizes, sharpness):
+    rng = np.random.default_rng(seed)
+    models = _models(rng, sizes, sharpness)
+    contexts = rng.integers(0, len(sizes), n)
+    symbols = _symbols(rng, models, contexts)
+    words = rans.encode(symbols, contexts, *models.arrays)
+    status, out, state = _decode(words, contexts, models, len(sizes))
+    assert status == rans.OK and np.array_equal(out, symbols)
+    assert rans.finished(state, words)
+
+
+def test_size_is_close_to_the_ideal_code_length():
+    rng = np.random.default_rng(1)
+    models = _models(rng, [6, 300], 8.0)
+    contexts = rng.integers(0, 2, 200_000)
+    symbols = _symbols(rng, models, contexts)
+    words = rans.encode(symbols, contexts, *models.arrays)
+    freq = np.diff(models.cum)
+    ideal = -np.log2(freq[models.cum_at[contexts] + symbols] / 2 ** rans.PRECISION).sum() / 8
+    assert ideal <= words.nbytes <= ideal + 16
+
+
+@given(p=st.lists(st.floats(0, 1e30), min_size=1, max_size=9000).filter(lambda p: sum(p) > 0))
+def test_frequencies_are_exact(p):
+    f = rans.frequencies(np.array(p))
+    assert f.sum() == 1 << rans.PRECISION and f.min() >= 1
+
+
+def test_damage_is_detected():
+    rng = np.random.default_rng(2)
+    models = _models(rng, [40], 4.0)
+    contexts = np.zeros(5000, np.int64)
+    words = rans.encode(_symbols(rng, models, contexts), contexts, *models.arrays)
+    status, _, _ = _decode(words[:words.size // 2], contexts, models, 1)
+    assert status == rans.EXHAUSTED
+    status, _, state = _decode(np.append(words, np.uint32(7)), contexts, models, 1)
+    assert status == rans.OK and not rans.finished(state, np.append(words, np.uint32(7)))
+    flipped = words.copy()
+    flipped[words.size // 2] ^= 1 << 9
+    status, _, state = _decode(flipped, contexts, models, 1)
+    assert status != rans.OK or not rans.finished(state, flipped)
+
+
+def test_context_without_model():
+    rng = np.random.default_rng(3)
+    models = rans.Models(2, {0: rans.model(rans.frequencies(rng.random(10)))})
+    words = rans.encode(np.zeros(3, np.int32), np.zeros(3, np.int64), *models.arrays)
+    status, _, _ = _decode(words, np.array([0, 1, 0]), models, 2)
+    assert status == rans.NO_TABLE
