@@ -547,8 +547,15 @@ def _decode_lorenzo(chunk):
     out = np.zeros(_volumes(chunk.shape), np.float64)
     verbatim = _verbatim(chunk)
     coder = entropy.Decoder(chunk.sections[LORENZO], lorenzo.CONTEXT_SETS, chunk.version < 3)
-    used = 0
+    used, single = 0, chunk.dtype == np.float32
     for recon in out:
+        if chunk.version >= 3:
+            status, used = lorenzo.decode(*coder.compiled(), verbatim, used, chunk.eb, single,
+                                          recon)
+            if status == lorenzo.VERBATIM_SHORT:
+                raise CorruptChunkError("verbatim section is shorter than the codes say")
+            coder.check(status)
+            continue
         q, esc = np.zeros(recon.shape, np.int32), np.zeros(recon.shape, bool)
         previous = (q[0], esc[0])
         for i in range(len(recon)):
@@ -556,7 +563,7 @@ def _decode_lorenzo(chunk):
             previous = (q[i], esc[i])
         if used + np.count_nonzero(esc) > verbatim.size:
             raise CorruptChunkError("verbatim section is shorter than the codes say")
-        used = lorenzo.decode(q, esc, verbatim, used, chunk.eb, chunk.dtype == np.float32, recon)
+        used = lorenzo.decode_v2(q, esc, verbatim, used, chunk.eb, single, recon)
     if used != verbatim.size:
         raise CorruptChunkError("verbatim section is longer than the codes say")
     coder.finish()

@@ -220,6 +220,16 @@ class Decoder:
         """Check that the codes ended where the section ends."""
         self.stream.finish()
 
+    def compiled(self):
+        """For decoders that entropy-decode inside their own compiled loop (format v3): the
+        arguments of `rans.step` after x and pos, prefixed by the rANS state and followed by
+        the context map and alphabet; pass their status to `check`."""
+        m = self.stream.models
+        return self.stream.state, self.words, self.cmap, self.alphabet, *m.arrays
+
+    def check(self, status):
+        self.stream.check(status)
+
 
 class _RansStream:
     def __init__(self, words, tables, K):
@@ -230,8 +240,11 @@ class _RansStream:
             raise CorruptChunkError("entropy-coded section is truncated")
 
     def take(self, contexts, cmap, alphabet, q, escaped):
-        status = _rans_codes(self.state, self.words, contexts, cmap, alphabet,
-                             *self.models.arrays, q, escaped)
+        self.check(_rans_codes(self.state, self.words, contexts, cmap, alphabet,
+                               *self.models.arrays, q, escaped))
+
+    @staticmethod
+    def check(status):
         if status == rans.NO_TABLE:
             raise CorruptChunkError("entropy-coded section lacks the table of a context it uses")
         if status == rans.EXHAUSTED:

@@ -1,9 +1,11 @@
 """The 3D Lorenzo predictor, closed loop, compiled with numba.
 
 Each point is predicted from its seven already-decoded lower neighbours,
-p = f(i-1,j,k) + f(i,j-1,k) + f(i,j,k-1) - f(i-1,j-1,k) - f(i-1,j,k-1) - f(i,j-1,k-1)
-    + f(i-1,j-1,k-1)  (0 outside the volume), summed left to right in float64,
-and quantized exactly as `quantizer.quantize` does.  Point by point, so it is a numba loop;
+p = f(i-1,j,k) + f(i,j-1,k) - f(i-1,j-1,k) - f(i-1,j,k-1) - f(i,j-1,k-1) + f(i-1,j-1,k-1)
+    + f(i,j,k-1)  (0 outside the volume), summed left to right in float64,
+and quantized exactly as `quantizer.quantize` does.  The neighbour decoded just before comes
+last, so a decoder's chain from value to value is one addition long (format v3; formats v1
+and v2 added it third: `_predict_v2`).  Point by point, so it is a numba loop;
 it beats interpolation on rough fields at tight bounds (turbulence).  Without fastmath numba
 emits separately rounded multiplies and adds (no fused multiply-add), so results equal plain
 IEEE arithmetic: tests/test_lorenzo.py checks them against a pure-Python reference.
@@ -11,6 +13,7 @@ IEEE arithmetic: tests/test_lorenzo.py checks them against a pure-Python referen
 import numba
 import numpy as np
 
+from . import rans
 from .quantizer import QMAX
 
 # Lorenzo codes are grouped slice by slice (along the first axis); a code's context is the
@@ -40,6 +43,14 @@ def _contexts(q, esc, bucket, out):
 def _predict(r, i, j, k):
     """Prediction of point (i-1, j-1, k-1) from r, the decoded values with a zero border in
     front of every axis (so that no index test is needed)."""
+    p = (r[i - 1, j, k] + r[i, j - 1, k] - r[i - 1, j - 1, k] - r[i - 1, j, k - 1]
+         - r[i, j - 1, k - 1] + r[i - 1, j - 1, k - 1] + r[i, j, k - 1])
+    return p if np.isfinite(p) else 0.0
+
+
+@numba.njit(cache=True, inline="always")
+def _predict_v2(r, i, j, k):
+    """`_predict` in the order of formats v1 and v2."""
     p = (r[i - 1, j, k] + r[i, j - 1, k] + r[i, j, k - 1] - r[i - 1, j - 1, k] - r[i - 1, j, k - 1]
          - r[i, j - 1, k - 1] + r[i - 1, j - 1, k - 1])
     return p if np.isfinite(p) else 0.0
@@ -78,8 +89,9 @@ def encode(x, free, eb, single, q, escaped, recon):
 
 
 @numba.njit(cache=True)
-def decode(q, escaped, verbatim, start, eb, single, recon):
-    """Rebuild a volume from its codes; returns the index of the next unused verbatim value."""
+def decode_v2(q, escaped, verbatim, start, eb, single, recon):
+    """Rebuild a volume of a format v1/v2 chunk from its codes; returns the index of the next
+    unused verbatim value."""
     twoeb = 2.0 * eb
     Z, Y, X = recon.shape
     r = np.zeros((Z + 1, Y + 1, X + 1))
@@ -91,7 +103,46 @@ def decode(q, escaped, verbatim, start, eb, single, recon):
                     r[i + 1, j + 1, k + 1] = verbatim[used]
                     used += 1
                 else:
-                    r[i + 1, j + 1, k + 1] = _round(_predict(r, i + 1, j + 1, k + 1)
+                    r[i + 1, j + 1, k + 1] = _round(_predict_v2(r, i + 1, j + 1, k + 1)
                                                     + q[i, j, k] * twoeb, single)
     recon[:] = r[1:, 1:, 1:]
     return used
+
+
+VERBATIM_SHORT = 3             # `decode` status beyond rans's: the verbatim values ran out
+
+
+@numba.njit(cache=True)
+def decode(state, words, cmap, alphabet, cum, cum_at, bucket, bucket_at, shift, verbatim, used,
+           eb, single, recon):
+    """Decode a volume of a format v3 chunk: entropy decoding (rans) and reconstruction in one
+    loop.  state: the rANS state, updated; returns (status, next unused verbatim value)."""
+    twoeb = 2.0 * eb
+    Z, Y, X = recon.shape
+    r = np.zeros((Z + 1, Y + 1, X + 1))
+    context = np.zeros((Y, X), np.int64)          # of each code from the previous slice's
+    top = _BUCKET[_BUCKET.size - 1]
+    x, pos = state[0], np.int64(state[1])
+    for i in range(Z):
+        for j in range(Y):
+            for k in range(X):
+                c = cmap[context[j, k]]
+                if cum_at[c] < 0:
+                    return rans.NO_TABLE, used
+                s, x, pos = rans.step(x, pos, words, c, cum, cum_at, bucket, bucket_at, shift)
+                v = s - alphabet[c]
+                if v > alphabet[c]:                  # the escape symbol 2K+1
+                    if used >= verbatim.size:
+                        return VERBATIM_SHORT, used
+                    r[i + 1, j + 1, k + 1] = verbatim[used]
+                    used += 1
+                    context[j, k] = top
+                else:
+                    r[i + 1, j + 1, k + 1] = _round(_predict(r, i + 1, j + 1, k + 1) + v * twoeb,
+                                                    single)
+                    context[j, k] = _BUCKET[min(abs(v), _BUCKET.size - 1)]
+    if pos > words.size:
+        return rans.EXHAUSTED, used
+    state[0], state[1] = x, np.uint64(pos)
+    recon[:] = r[1:, 1:, 1:]
+    return rans.OK, used

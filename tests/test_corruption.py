@@ -118,3 +118,16 @@ def test_damaged_code_stream_with_valid_checksum(damage):
     chunk.sections[1] = bytes(codes)                        # repacked: the checksum is valid
     with pytest.raises(nf.CorruptChunkError, match="entropy-coded|verbatim|digest"):
         nf.decode(chunk.pack())
+
+
+def test_inconsistent_lorenzo_sections_with_valid_checksum():
+    from pyneuralfilter import codec, datagen
+    x = datagen.field("kolmo_u", 16, seed=1)
+    chunk = container.unpack(nf.encode(x, rel=1e-4))
+    assert codec.LORENZO in chunk.sections                  # the path under test
+    chunk.sections[codec.VERBATIM] = chunk.sections.get(codec.VERBATIM, b"") + b"\0" * 4
+    with pytest.raises(nf.CorruptChunkError, match="verbatim"):
+        nf.decode(chunk.pack())
+    chunk.sections[codec.LORENZO] = chunk.sections[codec.LORENZO][:-12]
+    with pytest.raises(nf.CorruptChunkError, match="entropy-coded"):
+        nf.decode(chunk.pack())

@@ -4,8 +4,9 @@ import numpy as np
 from pyneuralfilter import lorenzo
 
 
-def reference_decode(q, escaped, verbatim, eb, single):
-    """The same recurrence in pure Python floats (IEEE double, each operation rounded)."""
+def reference_decode(q, escaped, verbatim, eb, single, v2=False):
+    """The same recurrence in pure Python floats (IEEE double, each operation rounded), in the
+    summation order of format v3 (or of v1/v2)."""
     Z, Y, X = q.shape
     r = np.zeros(q.shape)
     used = 0
@@ -17,8 +18,12 @@ def reference_decode(q, escaped, verbatim, eb, single):
                     r[i, j, k] = verbatim[used]
                     used += 1
                     continue
-                p = (at(i - 1, j, k) + at(i, j - 1, k) + at(i, j, k - 1) - at(i - 1, j - 1, k)
-                     - at(i - 1, j, k - 1) - at(i, j - 1, k - 1) + at(i - 1, j - 1, k - 1))
+                if v2:
+                    p = (at(i - 1, j, k) + at(i, j - 1, k) + at(i, j, k - 1) - at(i - 1, j - 1, k)
+                         - at(i - 1, j, k - 1) - at(i, j - 1, k - 1) + at(i - 1, j - 1, k - 1))
+                else:
+                    p = (at(i - 1, j, k) + at(i, j - 1, k) - at(i - 1, j - 1, k) - at(i - 1, j, k - 1)
+                         - at(i, j - 1, k - 1) + at(i - 1, j - 1, k - 1) + at(i, j, k - 1))
                 v = p + float(q[i, j, k]) * (2.0 * eb)
                 r[i, j, k] = float(np.float32(v)) if single else v
     return r
@@ -33,11 +38,11 @@ def test_kernels_match_plain_arithmetic():
         q, esc, recon = np.zeros(x.shape, np.int32), np.zeros(x.shape, bool), np.zeros(x.shape)
         lorenzo.encode(data, free, eb, single, q, esc, recon)
         assert np.abs(recon - data).max() <= eb
-        out = np.zeros(x.shape)
-        used = lorenzo.decode(q, esc, data[esc], 0, eb, single, out)
+        assert np.array_equal(recon, reference_decode(q, esc, data[esc], eb, single))
+        out = np.zeros(x.shape)                    # the decoder of formats v1 and v2
+        used = lorenzo.decode_v2(q, esc, data[esc], 0, eb, single, out)
         assert used == esc.sum()
-        assert np.array_equal(out, reference_decode(q, esc, data[esc], eb, single))
-        assert np.array_equal(out, recon)
+        assert np.array_equal(out, reference_decode(q, esc, data[esc], eb, single, v2=True))
 
 
 def test_contexts_are_the_magnitude_buckets_of_the_previous_slice():
