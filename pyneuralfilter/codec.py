@@ -369,17 +369,32 @@ def _pass_contexts(recon, qmag, geometry, p, eb):
 
 
 def _add_in_runs(coder, ctx, flag_ctx, q, esc):
-    """A pass's codes: one flag per run of GROUP consecutive targets (is any code non-zero?),
-    then the codes of the flagged runs only.  Smooth fields skip most codes altogether."""
+    """A pass's codes: per run of GROUP consecutive targets, a flag (is any code non-zero?),
+    then the codes of the run if it is flagged.  Smooth fields skip most codes altogether."""
     busy = np.zeros(flag_ctx.size * GROUP, bool)
     busy[:q.size] = (q != 0) | esc
     flags = busy.reshape(-1, GROUP).any(axis=1)
-    coder.add(flag_ctx, flags.astype(np.int32), np.zeros(flags.size, bool))
-    coder.add(*(_in_flagged_runs(a, flags, GROUP) for a in (ctx, q, esc)))
+    coder.add(*_interleaved_runs(ctx, flag_ctx, q, esc, flags, GROUP))
+
+
+@numba.njit(cache=True)
+def _interleaved_runs(ctx, flag_ctx, q, esc, flags, group):
+    """(contexts, codes, escaped) in stream order: each run's flag, then its codes if flagged."""
+    n = flags.size + np.count_nonzero(flags) * group
+    c_out, q_out, e_out = np.empty(n, np.int64), np.empty(n, np.int32), np.zeros(n, np.bool_)
+    o = 0
+    for r in range(flags.size):
+        c_out[o], q_out[o] = flag_ctx[r], flags[r]
+        o += 1
+        if flags[r]:
+            for i in range(r * group, min((r + 1) * group, q.size)):
+                c_out[o], q_out[o], e_out[o] = ctx[i], q[i], esc[i]
+                o += 1
+    return c_out[:o], q_out[:o], e_out[:o]
 
 
 def _take_in_runs(coder, ctx, flag_ctx):
-    """Inverse of `_add_in_runs`: (q, escaped) shaped like ctx."""
+    """Inverse of the flags-first run coding of formats v1/v2: (q, escaped) shaped like ctx."""
     flags, bad = coder.take(flag_ctx)
     if bad.any() or flags.min(initial=0) < 0 or flags.max(initial=0) > 1:
         raise CorruptChunkError("entropy-coded section holds an invalid run flag")
@@ -552,8 +567,6 @@ def _decode_lorenzo(chunk):
         if chunk.version >= 3:
             status, used = lorenzo.decode(*coder.compiled(), verbatim, used, chunk.eb, single,
                                           recon)
-            if status == lorenzo.VERBATIM_SHORT:
-                raise CorruptChunkError("verbatim section is shorter than the codes say")
             coder.check(status)
             continue
         q, esc = np.zeros(recon.shape, np.int32), np.zeros(recon.shape, bool)
@@ -626,7 +639,6 @@ def _decode_values(chunk):
             recon[0, 0, 0], qmag[0, 0, 0] = r[0], m[0]
         for p in interpolation.passes(recon.shape):
             geometry = interpolation.geometry(recon.shape, p, known)
-            ctx, flag_ctx = _pass_contexts(recon, qmag, geometry, p, eb)
             if used["kinds"] >= kinds.size:
                 raise CorruptChunkError("interpolation-kind section is shorter than the passes")
             k = used["kinds"]
@@ -634,6 +646,15 @@ def _decode_values(chunk):
             gain = None if gains is None or not gains[k] else gains[k] / FEEDBACK_UNIT
             w = interpolation.weights(recon.shape[p.axis], p.stride, bool(kinds[k]), tap)
             used["kinds"] += 1
+            if chunk.version >= 3:
+                targets = interpolation.pass_targets(*geometry)
+                status, used["verbatim"] = interpolation.pass_decode(
+                    recon.reshape(-1), qmag.reshape(-1), resid, *targets, geometry[-1], w, gain,
+                    p.level, eb, 2.0 * level_bound(eb, p), single, verbatim, used["verbatim"],
+                    GROUP.bit_length() - 1, FLAG_CONTEXT + 3 * p.level, *coder.compiled())
+                coder.check(status)
+                continue
+            ctx, flag_ctx = _pass_contexts(recon, qmag, geometry, p, eb)
             q, esc = _take_in_runs(coder, ctx, flag_ctx)
             if used["verbatim"] + np.count_nonzero(esc) > verbatim.size:
                 raise CorruptChunkError("verbatim section is shorter than the codes say")

@@ -249,6 +249,10 @@ class _RansStream:
             raise CorruptChunkError("entropy-coded section lacks the table of a context it uses")
         if status == rans.EXHAUSTED:
             raise CorruptChunkError("entropy-coded section is damaged: its codes run past its end")
+        if status == rans.VERBATIM_SHORT:
+            raise CorruptChunkError("verbatim section is shorter than the codes say")
+        if status == rans.BAD_FLAG:
+            raise CorruptChunkError("entropy-coded section holds an invalid run flag")
 
     def finish(self):
         if not rans.finished(self.state, self.words):

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from . import rans
+
 
 @dataclass(frozen=True)
 class Pass:
@@ -125,6 +127,16 @@ def pass_size(known, base, grid, off):
     return n
 
 
+@numba.njit(cache=True, inline="always")
+def _context(recon, qmag, lo, hi, level, eb):
+    """Context of a target whose neighbours at t-s, t+s are lo, hi (see `pass_contexts`),
+    and its neighbour-magnitude term."""
+    grad = abs(recon[hi] - recon[lo]) / eb
+    g = int(grad >= 1.0) + int(grad >= 4.0) + int(grad >= 16.0)
+    m = min(qmag[lo] + qmag[hi], 2)
+    return level * 12 + m * 4 + g, m
+
+
 @numba.njit(cache=True)
 def pass_contexts(recon, qmag, known, base, grid, off, level, eb, out, runs, run_bits):
     """Coding context of every target: level*12 + (neighbour code magnitudes, capped at 2)*4
@@ -140,11 +152,8 @@ def pass_contexts(recon, qmag, known, base, grid, off, level, eb, out, runs, run
                 if known is not None and known[_u(f)]:
                     continue
                 j = _u(i0 if axis == 0 else (i1 if axis == 1 else i2))
-                lo, hi = _u(f + off[1, j]), _u(f + off[2, j])
-                grad = abs(recon[hi] - recon[lo]) / eb
-                g = int(grad >= 1.0) + int(grad >= 4.0) + int(grad >= 16.0)
-                m = min(qmag[lo] + qmag[hi], 2)
-                out[_u(i)] = level * 12 + m * 4 + g
+                out[_u(i)], m = _context(recon, qmag, _u(f + off[1, j]), _u(f + off[2, j]),
+                                         level, eb)
                 runs[_u(i >> run_bits)] = max(runs[_u(i >> run_bits)], m)
                 i += 1
     return i
@@ -237,3 +246,91 @@ def pass_restore(recon, qmag, resid, known, base, grid, off, w, gain, q, escaped
                         resid[_u(f)] = r
                 i += 1
     return used
+
+
+@numba.njit(cache=True)
+def pass_targets(known, base, grid, off):
+    """Flat positions of the pass's targets (pass order) and their indices along the axis."""
+    flat = np.empty(pass_size(known, base, grid, off), np.int64)
+    along = np.empty(flat.size, np.int64)
+    i = 0
+    axis = grid[6]
+    for i0 in range(grid[0]):
+        for i1 in range(grid[1]):
+            row = base + i0 * grid[3] + i1 * grid[4]
+            for i2 in range(grid[2]):
+                f = row + i2 * grid[5]
+                if known is None or not known[_u(f)]:
+                    flat[i], along[i] = f, i0 if axis == 0 else (i1 if axis == 1 else i2)
+                    i += 1
+    return flat, along
+
+
+@numba.njit(cache=True, inline="always")
+def _restore(recon, qmag, resid, f, j, off, w, gain, v, twoeb, single):
+    """Target f decoded from its code v (see `pass_restore`)."""
+    r = v * twoeb
+    p = _predict_at(recon, resid, f, j, off, w, gain) + r
+    recon[f] = np.float64(np.float32(p)) if single else p
+    qmag[f] = min(abs(v), 2)
+    if resid is not None:
+        resid[f] = r
+
+
+@numba.njit(cache=True)
+def _busiest(qmag, flat, along, off, run_bits):
+    """Largest neighbour-magnitude term of each run of 2^run_bits targets (one flat loop:
+    measured faster than a loop per run, or than scanning each run before decoding it)."""
+    out = np.zeros(((flat.size - 1) >> run_bits) + 1, np.int64)
+    for i in range(flat.size):
+        f, j = _u(flat[i]), _u(along[i])
+        r = _u(i) >> _u(run_bits)
+        out[r] = max(out[r], min(qmag[_u(f + off[1, j])] + qmag[_u(f + off[2, j])], 2))
+    return out
+
+
+@numba.njit(cache=True)
+def pass_decode(recon, qmag, resid, flat, along, off, w, gain, level, eb, twoeb, single,
+                verbatim, used, run_bits, flag_context, state, words, cmap, alphabet, cum, cum_at,
+                bucket, bucket_at, shift):
+    """Entropy-decode and restore a pass (format v3) in one loop, run by run (runs of
+    2^run_bits targets): the run's flag
+    (context flag_context + its largest neighbour-magnitude term), then, if it is set, each
+    target's code with its context (`pass_contexts`).  Restores as `pass_restore` does; state
+    is the rANS state, updated.  Returns (status, next unused verbatim value)."""
+    busiest = _busiest(qmag, flat, along, off, run_bits)
+    x, pos = state[0], np.int64(state[1])
+    n = flat.size
+    for r in range(busiest.size):
+        r0, r1 = r << run_bits, min((r + 1) << run_bits, n)
+        c = cmap[flag_context + busiest[r]]
+        if cum_at[c] < 0:
+            return rans.NO_TABLE, used
+        s, x, pos = rans.step(x, pos, words, c, cum, cum_at, bucket, bucket_at, shift)
+        flagged = s - alphabet[c]
+        if flagged != 0 and flagged != 1:
+            return rans.BAD_FLAG, used
+        if not flagged:                             # all codes 0: a plain loop
+            for i in range(r0, r1):
+                _restore(recon, qmag, resid, _u(flat[i]), _u(along[i]), off, w, gain, 0, twoeb,
+                         single)
+            continue
+        for i in range(r0, r1):
+            f, j = _u(flat[i]), _u(along[i])
+            c, _ = _context(recon, qmag, _u(f + off[1, j]), _u(f + off[2, j]), level, eb)
+            c = cmap[c]
+            if cum_at[c] < 0:
+                return rans.NO_TABLE, used
+            s, x, pos = rans.step(x, pos, words, c, cum, cum_at, bucket, bucket_at, shift)
+            v = s - alphabet[c]
+            if v <= alphabet[c]:
+                _restore(recon, qmag, resid, f, j, off, w, gain, v, twoeb, single)
+            elif used < verbatim.size:                  # the escape symbol 2K+1
+                recon[f], qmag[f] = verbatim[used], 2
+                used += 1
+            else:
+                return rans.VERBATIM_SHORT, used
+    if pos > words.size:
+        return rans.EXHAUSTED, used
+    state[0], state[1] = x, np.uint64(pos)
+    return rans.OK, used

@@ -109,9 +109,6 @@ def decode_v2(q, escaped, verbatim, start, eb, single, recon):
     return used
 
 
-VERBATIM_SHORT = 3             # `decode` status beyond rans's: the verbatim values ran out
-
-
 @numba.njit(cache=True)
 def decode(state, words, cmap, alphabet, cum, cum_at, bucket, bucket_at, shift, verbatim, used,
            eb, single, recon):
@@ -133,7 +130,7 @@ def decode(state, words, cmap, alphabet, cum, cum_at, bucket, bucket_at, shift, 
                 v = s - alphabet[c]
                 if v > alphabet[c]:                  # the escape symbol 2K+1
                     if used >= verbatim.size:
-                        return VERBATIM_SHORT, used
+                        return rans.VERBATIM_SHORT, used
                     r[i + 1, j + 1, k + 1] = verbatim[used]
                     used += 1
                     context[j, k] = top

@@ -22,7 +22,8 @@ _L = np.uint64(1 << 31)                    # the state stays in [L, 2^64) betwee
 _MASK = np.uint64((1 << PRECISION) - 1)
 _MAX_BUCKET_BITS = 12
 
-OK, EXHAUSTED, NO_TABLE = 0, 1, 2          # decode status
+# decode status; the compiled decoders that call `step` add their own checks' outcomes
+OK, EXHAUSTED, NO_TABLE, VERBATIM_SHORT, BAD_FLAG = range(5)
 
 
 def frequencies(p):
