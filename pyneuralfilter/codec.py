@@ -363,7 +363,8 @@ def _pass_contexts(recon, qmag, geometry, p, eb):
     """Contexts of the pass's codes and of its run flags (level, busiest neighbour bucket)."""
     ctx = np.empty(interpolation.pass_size(*geometry), np.int64)
     runs = np.zeros(-(-ctx.size // GROUP), np.int64)
-    interpolation.pass_contexts(recon.reshape(-1), qmag.reshape(-1), *geometry, p.level, eb,
+    interpolation.pass_contexts(recon.reshape(-1), qmag.reshape(-1), *geometry, p.level,
+                                interpolation.gradient_thresholds(eb),
                                 ctx, runs, GROUP.bit_length() - 1)
     return ctx, FLAG_CONTEXT + 3 * p.level + runs
 
@@ -552,14 +553,14 @@ def _verbatim(chunk):
 
 
 def _finish(out, chunk):
-    result = out.astype(chunk.dtype).reshape(chunk.shape)
+    result = out.astype(chunk.dtype, copy=False).reshape(chunk.shape)
     if NONFINITE in chunk.sections:
         _unpack_nonfinite(chunk.sections[NONFINITE], result)
     return result
 
 
 def _decode_lorenzo(chunk):
-    out = np.zeros(_volumes(chunk.shape), np.float64)
+    out = np.zeros(_volumes(chunk.shape), chunk.dtype)
     verbatim = _verbatim(chunk)
     coder = entropy.Decoder(chunk.sections[LORENZO], lorenzo.CONTEXT_SETS, chunk.version < 3)
     used, single = 0, chunk.dtype == np.float32
@@ -589,7 +590,7 @@ def _decode_values(chunk):
     dtype = chunk.dtype
     shape4 = _volumes(chunk.shape)
     eb = chunk.eb
-    out = np.zeros(shape4, np.float64)
+    out = np.zeros(shape4, dtype)     # decoded values are dtype values: no float64 copy
     verbatim = _verbatim(chunk)
     if CODES not in chunk.sections:
         raise CorruptChunkError("coded chunk has no code section")
@@ -614,10 +615,11 @@ def _decode_values(chunk):
 
     blocks = _block_side(chunk)
     single = dtype == np.float32
+    edges = interpolation.gradient_thresholds(eb)
     for v in range(shape4[0]):
         recon = out[v]
         qmag, known = np.zeros(recon.shape, np.int8), None
-        resid = None if gains is None else np.zeros_like(recon).reshape(-1)
+        resid = None if gains is None else np.zeros(recon.size)
         if blocks:
             net, block_map, latents, c, h = blocks
             grid = swae.block_grid(recon.shape)
@@ -650,7 +652,7 @@ def _decode_values(chunk):
                 targets = interpolation.pass_targets(*geometry)
                 status, used["verbatim"] = interpolation.pass_decode(
                     recon.reshape(-1), qmag.reshape(-1), resid, *targets, geometry[-1], w, gain,
-                    p.level, eb, 2.0 * level_bound(eb, p), single, verbatim, used["verbatim"],
+                    p.level, edges, 2.0 * level_bound(eb, p), single, verbatim, used["verbatim"],
                     GROUP.bit_length() - 1, FLAG_CONTEXT + 3 * p.level, *coder.compiled())
                 coder.check(status)
                 continue

@@ -127,18 +127,34 @@ def pass_size(known, base, grid, off):
     return n
 
 
+GRADIENT_EDGES = (1.0, 4.0, 16.0)
+
+
+def gradient_thresholds(eb):
+    """For each edge k of the gradient buckets, the smallest d >= 0 with fl(d / eb) >= k:
+    comparing d with it equals comparing the rounded quotient with k (division is monotone),
+    without a division per target."""
+    out = []
+    for k in GRADIENT_EDGES:
+        d = k * eb                                     # exact: eb <= 2^1000 (codec checks)
+        while d > 0 and np.nextafter(d, 0.0) / eb >= k:
+            d = np.nextafter(d, 0.0)
+        out.append(d)
+    return np.array(out)
+
+
 @numba.njit(cache=True, inline="always")
-def _context(recon, qmag, lo, hi, level, eb):
-    """Context of a target whose neighbours at t-s, t+s are lo, hi (see `pass_contexts`),
-    and its neighbour-magnitude term."""
-    grad = abs(recon[hi] - recon[lo]) / eb
-    g = int(grad >= 1.0) + int(grad >= 4.0) + int(grad >= 16.0)
+def _context(recon, qmag, lo, hi, level, edges):
+    """Context of a target whose neighbours at t-s, t+s are lo, hi (see `pass_contexts`;
+    edges: `gradient_thresholds`), and its neighbour-magnitude term."""
+    d = abs(np.float64(recon[hi]) - np.float64(recon[lo]))
+    g = int(d >= edges[0]) + int(d >= edges[1]) + int(d >= edges[2])
     m = min(qmag[lo] + qmag[hi], 2)
     return level * 12 + m * 4 + g, m
 
 
 @numba.njit(cache=True)
-def pass_contexts(recon, qmag, known, base, grid, off, level, eb, out, runs, run_bits):
+def pass_contexts(recon, qmag, known, base, grid, off, level, edges, out, runs, run_bits):
     """Coding context of every target: level*12 + (neighbour code magnitudes, capped at 2)*4
     + local gradient bucket (|x(t+s) - x(t-s)| / eb >= 1, 4, 16).  runs[r] receives the
     largest neighbour-magnitude term of the targets r * 2^run_bits ... (r+1) * 2^run_bits - 1."""
@@ -153,7 +169,7 @@ def pass_contexts(recon, qmag, known, base, grid, off, level, eb, out, runs, run
                     continue
                 j = _u(i0 if axis == 0 else (i1 if axis == 1 else i2))
                 out[_u(i)], m = _context(recon, qmag, _u(f + off[1, j]), _u(f + off[2, j]),
-                                         level, eb)
+                                         level, edges)
                 runs[_u(i >> run_bits)] = max(runs[_u(i >> run_bits)], m)
                 i += 1
     return i
@@ -290,7 +306,7 @@ def _busiest(qmag, flat, along, off, run_bits):
 
 
 @numba.njit(cache=True)
-def pass_decode(recon, qmag, resid, flat, along, off, w, gain, level, eb, twoeb, single,
+def pass_decode(recon, qmag, resid, flat, along, off, w, gain, level, edges, twoeb, single,
                 verbatim, used, run_bits, flag_context, state, words, cmap, alphabet, cum, cum_at,
                 bucket, bucket_at, shift):
     """Entropy-decode and restore a pass (format v3) in one loop, run by run (runs of
@@ -317,7 +333,7 @@ def pass_decode(recon, qmag, resid, flat, along, off, w, gain, level, eb, twoeb,
             continue
         for i in range(r0, r1):
             f, j = _u(flat[i]), _u(along[i])
-            c, _ = _context(recon, qmag, _u(f + off[1, j]), _u(f + off[2, j]), level, eb)
+            c, _ = _context(recon, qmag, _u(f + off[1, j]), _u(f + off[2, j]), level, edges)
             c = cmap[c]
             if cum_at[c] < 0:
                 return rans.NO_TABLE, used

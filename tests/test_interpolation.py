@@ -1,5 +1,6 @@
 """The compiled pass kernels equal straightforward numpy arithmetic on strided views."""
 import numpy as np
+from hypothesis import given, settings, strategies as st
 import pytest
 
 from pyneuralfilter import interpolation as I
@@ -63,7 +64,8 @@ def test_kernels_match_numpy_reference(shape, cubic, tap, gain, with_known):
         out_pred, out_ctx = np.empty(n), np.empty(n, np.int64)
         runs = np.zeros(-(-n // 4), np.int64)
         I.pass_predict(recon.reshape(-1), resid.reshape(-1), *g, w, gain, out_pred)
-        I.pass_contexts(recon.reshape(-1), qmag.reshape(-1), *g, p.level, eb, out_ctx, runs, 2)
+        I.pass_contexts(recon.reshape(-1), qmag.reshape(-1), *g, p.level,
+                        I.gradient_thresholds(eb), out_ctx, runs, 2)
         assert np.array_equal(out_pred, pred[sel])
         assert np.array_equal(out_ctx, ctx[sel])
         padded = np.zeros(runs.size * 4, np.int64)
@@ -101,3 +103,15 @@ def test_gather_scatter_round_trip():
         target = np.zeros_like(volume)
         I.pass_scatter(target.reshape(-1), *g, out)
         assert np.array_equal(reference_targets(target, p), reference_targets(volume, p))
+
+
+@settings(max_examples=200, deadline=None)
+@given(eb=st.floats(5e-324, 2.0 ** 1000), scale=st.floats(0.5, 20.0), ulps=st.integers(-3, 3))
+def test_gradient_thresholds_equal_the_rounded_quotient(eb, scale, ulps):
+    """d >= threshold k exactly when fl(d / eb) >= k, also next to k * eb and for subnormals."""
+    edges = I.gradient_thresholds(eb)
+    for k, edge in zip(I.GRADIENT_EDGES, edges):
+        for d in (scale * eb, k * eb, edge):
+            for _ in range(abs(ulps)):
+                d = np.nextafter(d, np.inf if ulps > 0 else 0.0)
+            assert (d >= edge) == (d / eb >= k), (eb, k, d, edge)
