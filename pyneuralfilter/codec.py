@@ -649,9 +649,8 @@ def _decode_values(chunk):
             w = interpolation.weights(recon.shape[p.axis], p.stride, bool(kinds[k]), tap)
             used["kinds"] += 1
             if chunk.version >= 3:
-                targets = interpolation.pass_targets(*geometry)
                 status, used["verbatim"] = interpolation.pass_decode(
-                    recon.reshape(-1), qmag.reshape(-1), resid, *targets, geometry[-1], w, gain,
+                    recon.reshape(-1), qmag.reshape(-1), resid, *geometry, w, gain,
                     p.level, edges, 2.0 * level_bound(eb, p), single, verbatim, used["verbatim"],
                     GROUP.bit_length() - 1, FLAG_CONTEXT + 3 * p.level, *coder.compiled())
                 coder.check(status)

@@ -47,7 +47,7 @@ def model(freqs):
     bits = min(_MAX_BUCKET_BITS, len(freqs).bit_length() + 1)
     shift = PRECISION - bits
     bucket = np.searchsorted(cum, np.arange(1 << bits, dtype=np.int64) << shift, "right") - 1
-    return cum, bucket.astype(np.int32), shift
+    return cum.astype(np.uint32), bucket.astype(np.uint16), shift   # compact: cache-resident
 
 
 class Models:
@@ -65,8 +65,8 @@ class Models:
             cums.append(cum)
             buckets.append(bucket)
             at, bat = at + cum.size, bat + bucket.size
-        self.cum = np.concatenate(cums) if cums else np.zeros(1, np.int64)
-        self.bucket = np.concatenate(buckets) if buckets else np.zeros(1, np.int32)
+        self.cum = np.concatenate(cums) if cums else np.zeros(1, np.uint32)
+        self.bucket = np.concatenate(buckets) if buckets else np.zeros(1, np.uint16)
 
     @property
     def arrays(self):
@@ -101,10 +101,11 @@ def step(x, pos, words, c, cum, cum_at, bucket, bucket_at, shift):
     base = cum_at[c]
     slot = np.int64(x & _MASK)
     s = np.int64(bucket[bucket_at[c] + (slot >> shift[c])])
-    while cum[base + s + 1] <= slot:
+    while np.int64(cum[base + s + 1]) <= slot:
         s += 1
-    start = cum[base + s]
-    x = np.uint64(cum[base + s + 1] - start) * (x >> np.uint64(PRECISION)) + np.uint64(slot - start)
+    start = np.int64(cum[base + s])
+    x = np.uint64(np.int64(cum[base + s + 1]) - start) * (x >> np.uint64(PRECISION)) \
+        + np.uint64(slot - start)
     if x < _L:
         word = np.uint64(words[pos]) if pos < words.size else np.uint64(0)
         x = (x << np.uint64(32)) | word
