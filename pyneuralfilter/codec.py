@@ -639,33 +639,46 @@ def _decode_values(chunk):
         if known is None or not known[0, 0, 0]:
             r, m = restore(np.zeros(1), np.zeros(1, np.int64))
             recon[0, 0, 0], qmag[0, 0, 0] = r[0], m[0]
-        for p in interpolation.passes(recon.shape):
+        passes, head, offs = interpolation.volume_layout(recon.shape)
+        ws, feedback, twoebs = _pass_parameters(recon.shape, passes, kinds, taps, gains,
+                                                used["kinds"], eb)
+        used["kinds"] += len(passes)
+        if chunk.version >= 3:
+            status, used["verbatim"] = interpolation.volume_decode(
+                recon.reshape(-1), qmag.reshape(-1), resid,
+                None if known is None else known.reshape(-1), head, offs,
+                np.concatenate([w.ravel() for w in ws]), np.array([g or 0.0 for g in feedback]),
+                np.array(twoebs), edges, single, verbatim, used["verbatim"],
+                GROUP.bit_length() - 1, FLAG_CONTEXT, *coder.compiled())
+            coder.check(status)
+            continue
+        for p, w, gain, twoeb in zip(passes, ws, feedback, twoebs):     # formats v1 and v2
             geometry = interpolation.geometry(recon.shape, p, known)
-            if used["kinds"] >= kinds.size:
-                raise CorruptChunkError("interpolation-kind section is shorter than the passes")
-            k = used["kinds"]
-            tap = CUBIC_TAP if taps is None else int(taps[k])
-            gain = None if gains is None or not gains[k] else gains[k] / FEEDBACK_UNIT
-            w = interpolation.weights(recon.shape[p.axis], p.stride, bool(kinds[k]), tap)
-            used["kinds"] += 1
-            if chunk.version >= 3:
-                status, used["verbatim"] = interpolation.pass_decode(
-                    recon.reshape(-1), qmag.reshape(-1), resid, *geometry, w, gain,
-                    p.level, edges, 2.0 * level_bound(eb, p), single, verbatim, used["verbatim"],
-                    GROUP.bit_length() - 1, FLAG_CONTEXT + 3 * p.level, *coder.compiled())
-                coder.check(status)
-                continue
             ctx, flag_ctx = _pass_contexts(recon, qmag, geometry, p, eb)
             q, esc = _take_in_runs(coder, ctx, flag_ctx)
             if used["verbatim"] + np.count_nonzero(esc) > verbatim.size:
                 raise CorruptChunkError("verbatim section is shorter than the codes say")
             used["verbatim"] = interpolation.pass_restore(
                 recon.reshape(-1), qmag.reshape(-1), resid, *geometry, w, gain, q, esc,
-                verbatim, used["verbatim"], 2.0 * level_bound(eb, p), single)
+                verbatim, used["verbatim"], twoeb, single)
     if used["verbatim"] != verbatim.size:
         raise CorruptChunkError("verbatim section is longer than the codes say")
     coder.finish()
     return _finish(out, chunk)
+
+
+def _pass_parameters(shape, passes, kinds, taps, gains, k, eb):
+    """Per pass of a volume whose first pass has index k in the chunk's per-pass sections:
+    the weights, the feedback gain (None: none) and twice the level bound."""
+    if k + len(passes) > kinds.size:
+        raise CorruptChunkError("interpolation-kind section is shorter than the passes")
+    ws, feedback, twoebs = [], [], []
+    for k, p in enumerate(passes, k):
+        tap = CUBIC_TAP if taps is None else int(taps[k])
+        ws.append(interpolation.weights(shape[p.axis], p.stride, bool(kinds[k]), tap))
+        feedback.append(None if gains is None or not gains[k] else gains[k] / FEEDBACK_UNIT)
+        twoebs.append(2.0 * level_bound(eb, p))
+    return ws, feedback, twoebs
 
 
 def _block_side(chunk):

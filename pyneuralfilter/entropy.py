@@ -194,13 +194,12 @@ class Decoder:
                                     "context set") from None
         pos = struct.calcsize("<BQ")
         tables, K = {}, {}
-        for c in range(MAX_CONTEXTS):
-            if mask >> c & 1:
-                K[c], pos = _read_varint(data, pos)
-                if K[c] > QMAX or pos + _table_size(kind, K[c]) > len(data):
-                    raise CorruptChunkError("entropy-coded section truncated in its tables")
-                tables[c] = kind(data[pos:pos + _table_size(kind, K[c])])
-                pos += _table_size(kind, K[c])
+        for c in (c for c in range(MAX_CONTEXTS) if mask >> c & 1):
+            K[c], pos = _read_varint(data, pos)
+            end = pos + _table_size(kind, K[c])
+            if K[c] > QMAX or end > len(data):
+                raise CorruptChunkError("entropy-coded section truncated in its tables")
+            tables[c], pos = kind(data[pos:end]), end
         self.alphabet = np.zeros(MAX_CONTEXTS, np.int64)
         self.alphabet[list(K)] = list(K.values())
         words = data[pos:]

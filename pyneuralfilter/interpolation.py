@@ -502,3 +502,45 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, level, edge
         return rans.EXHAUSTED, used
     state[0], state[1] = x, np.uint64(pos)
     return rans.OK, used
+
+
+@functools.lru_cache(maxsize=64)
+def volume_layout(shape):
+    """The passes of a volume and their layout as `volume_decode` takes it: per pass (base,
+    grid[0:7], start of its neighbour offsets in `offs`, level), and the offsets end to end."""
+    passes_ = tuple(passes(shape))
+    layouts = [_layout(tuple(shape), p) for p in passes_]
+    head = np.empty((len(passes_), 10), np.int64)
+    at = 0
+    for k, (p, (base, grid, off)) in enumerate(zip(passes_, layouts)):
+        head[k] = base, *grid, at, p.level
+        at += off.size
+    offs = np.concatenate([off.ravel() for _, _, off in layouts]) if layouts else np.zeros(0, np.int64)
+    head.flags.writeable = offs.flags.writeable = False
+    return passes_, head, offs
+
+
+@numba.njit(cache=True)
+def volume_decode(recon, qmag, resid, known, head, offs, ws, gains, twoebs, edges, single,
+                  verbatim, used, run_bits, flag_context, state, words, cmap, alphabet, cum,
+                  cum_at, bucket, bucket_at, shift):
+    """`pass_decode` for every pass of a volume in one compiled call: head and offs from
+    `volume_layout`, the passes' weights end to end (laid out as offs), feedback gains (0:
+    none) and doubled level bounds; flag contexts are flag_context + 3 * level + the busiest
+    term.  Returns (status, next unused verbatim value)."""
+    for k in range(head.shape[0]):
+        base, grid, at, level = head[k, 0], head[k, 1:8], head[k, 8], head[k, 9]
+        count = offs.size if k + 1 == head.shape[0] else head[k + 1, 8]
+        off = offs[at:count].reshape((4, (count - at) // 4))
+        w = ws[at:count].reshape((4, (count - at) // 4))
+        args = (edges, twoebs[k], single, verbatim, used, run_bits, flag_context + 3 * level,
+                state, words, cmap, alphabet, cum, cum_at, bucket, bucket_at, shift)
+        if resid is None or gains[k] == 0.0:
+            status, used = pass_decode(recon, qmag, resid, known, base, grid, off, w, None, level,
+                                       *args)
+        else:
+            status, used = pass_decode(recon, qmag, resid, known, base, grid, off, w, gains[k],
+                                       level, *args)
+        if status != rans.OK:
+            return status, used
+    return rans.OK, used

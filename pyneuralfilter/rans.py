@@ -56,15 +56,15 @@ class Models:
 
     def __init__(self, n, models):
         """models: {context: (cum, bucket, shift)}."""
+        contexts = sorted(models)
+        cums = [models[c][0] for c in contexts]
+        buckets = [models[c][1] for c in contexts]
         self.cum_at = np.full(n, -1, np.int64)
         self.bucket_at = np.zeros(n, np.int64)
         self.shift = np.zeros(n, np.int64)
-        cums, buckets, at, bat = [], [], 0, 0
-        for c, (cum, bucket, shift) in sorted(models.items()):
-            self.cum_at[c], self.bucket_at[c], self.shift[c] = at, bat, shift
-            cums.append(cum)
-            buckets.append(bucket)
-            at, bat = at + cum.size, bat + bucket.size
+        self.cum_at[contexts] = np.cumsum([0] + [a.size for a in cums[:-1]])
+        self.bucket_at[contexts] = np.cumsum([0] + [a.size for a in buckets[:-1]])
+        self.shift[contexts] = [models[c][2] for c in contexts]
         self.cum = np.concatenate(cums) if cums else np.zeros(1, np.uint32)
         self.bucket = np.concatenate(buckets) if buckets else np.zeros(1, np.uint16)
 
