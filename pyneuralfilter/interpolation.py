@@ -176,16 +176,29 @@ def pass_contexts(recon, qmag, known, base, grid, off, level, edges, out, runs, 
 
 
 @numba.njit(cache=True, inline="always")
-def _predict_at(recon, resid, f, j, off, w, gain):
-    """Sum of w[k] * neighbour k, in order, plus (unless gain is None) gain times the sum of the
-    coded residuals of the neighbours at t-s and t+s; a non-finite prediction is 0."""
-    p = w[0, j] * recon[_u(f + off[0, j])]
-    p = p + w[1, j] * recon[_u(f + off[1, j])]
-    p = p + w[2, j] * recon[_u(f + off[2, j])]
-    p = p + w[3, j] * recon[_u(f + off[3, j])]
+def _predict(recon, resid, f, o, w, gain):
+    """Sum of w[k] * (the neighbour o[k] elements from f), in order, plus (unless gain is None)
+    gain times the sum of the coded residuals of the neighbours at t-s and t+s; a non-finite
+    prediction is 0."""
+    p = w[0] * recon[_u(f + o[0])]
+    p = p + w[1] * recon[_u(f + o[1])]
+    p = p + w[2] * recon[_u(f + o[2])]
+    p = p + w[3] * recon[_u(f + o[3])]
     if gain is not None:            # None: no feedback (compiled without the term)
-        p = p + gain * (resid[_u(f + off[1, j])] + resid[_u(f + off[2, j])])
+        p = p + gain * (resid[_u(f + o[1])] + resid[_u(f + o[2])])
     return p if np.isfinite(p) else 0.0
+
+
+@numba.njit(cache=True, inline="always")
+def _taps(off, w, j):
+    """Neighbour offsets and weights of the targets at position j along the axis."""
+    return (off[0, j], off[1, j], off[2, j], off[3, j]), (w[0, j], w[1, j], w[2, j], w[3, j])
+
+
+@numba.njit(cache=True, inline="always")
+def _predict_at(recon, resid, f, j, off, w, gain):
+    o, ww = _taps(off, w, j)
+    return _predict(recon, resid, f, o, ww, gain)
 
 
 @numba.njit(cache=True)
@@ -264,170 +277,28 @@ def pass_restore(recon, qmag, resid, known, base, grid, off, w, gain, q, escaped
     return used
 
 
-GRADIENT_EDGES = (1.0, 4.0, 16.0)
-
-
-def gradient_thresholds(eb):
-    """For each edge k of the gradient buckets, the smallest d >= 0 with fl(d / eb) >= k:
-    comparing d with it equals comparing the rounded quotient with k (division is monotone),
-    without a division per target."""
-    out = []
-    for k in GRADIENT_EDGES:
-        d = k * eb                                     # exact: eb <= 2^1000 (codec checks)
-        while d > 0 and np.nextafter(d, 0.0) / eb >= k:
-            d = np.nextafter(d, 0.0)
-        out.append(d)
-    return np.array(out)
-
-
 @numba.njit(cache=True, inline="always")
-def _context(recon, qmag, lo, hi, level, edges):
-    """Context of a target whose neighbours at t-s, t+s are lo, hi (see `pass_contexts`;
-    edges: `gradient_thresholds`), and its neighbour-magnitude term."""
-    d = abs(np.float64(recon[hi]) - np.float64(recon[lo]))
-    g = int(d >= edges[0]) + int(d >= edges[1]) + int(d >= edges[2])
-    m = min(qmag[lo] + qmag[hi], 2)
-    return level * 12 + m * 4 + g, m
-
-
-@numba.njit(cache=True)
-def pass_contexts(recon, qmag, known, base, grid, off, level, edges, out, runs, run_bits):
-    """Coding context of every target: level*12 + (neighbour code magnitudes, capped at 2)*4
-    + local gradient bucket (|x(t+s) - x(t-s)| / eb >= 1, 4, 16).  runs[r] receives the
-    largest neighbour-magnitude term of the targets r * 2^run_bits ... (r+1) * 2^run_bits - 1."""
-    i = 0
-    axis = grid[6]
-    for i0 in range(grid[0]):
-        for i1 in range(grid[1]):
-            row = base + i0 * grid[3] + i1 * grid[4]
-            for i2 in range(grid[2]):
-                f = row + i2 * grid[5]
-                if known is not None and known[_u(f)]:
-                    continue
-                j = _u(i0 if axis == 0 else (i1 if axis == 1 else i2))
-                out[_u(i)], m = _context(recon, qmag, _u(f + off[1, j]), _u(f + off[2, j]),
-                                         level, edges)
-                runs[_u(i >> run_bits)] = max(runs[_u(i >> run_bits)], m)
-                i += 1
-    return i
-
-
-@numba.njit(cache=True, inline="always")
-def _predict_at(recon, resid, f, j, off, w, gain):
-    """Sum of w[k] * neighbour k, in order, plus (unless gain is None) gain times the sum of the
-    coded residuals of the neighbours at t-s and t+s; a non-finite prediction is 0."""
-    p = w[0, j] * recon[_u(f + off[0, j])]
-    p = p + w[1, j] * recon[_u(f + off[1, j])]
-    p = p + w[2, j] * recon[_u(f + off[2, j])]
-    p = p + w[3, j] * recon[_u(f + off[3, j])]
-    if gain is not None:            # None: no feedback (compiled without the term)
-        p = p + gain * (resid[_u(f + off[1, j])] + resid[_u(f + off[2, j])])
-    return p if np.isfinite(p) else 0.0
-
-
-@numba.njit(cache=True)
-def pass_predict(recon, resid, known, base, grid, off, w, gain, out):
-    """Predictions of the targets (weights w, shaped like off; residual feedback gain)."""
-    i = 0
-    axis = grid[6]
-    for i0 in range(grid[0]):
-        for i1 in range(grid[1]):
-            row = base + i0 * grid[3] + i1 * grid[4]
-            for i2 in range(grid[2]):
-                f = row + i2 * grid[5]
-                if known is None or not known[_u(f)]:
-                    j = _u(i0 if axis == 0 else (i1 if axis == 1 else i2))
-                    out[_u(i)] = _predict_at(recon, resid, f, j, off, w, gain)
-                    i += 1
-    return i
-
-
-def pass_gather(volume, known, base, grid, off):
-    """The targets' values of a (flat) volume, in pass order."""
-    out = np.empty(pass_size(known, base, grid, off), volume.dtype)
-    _copy(volume, known, base, grid, out, False)
-    return out
-
-
-def pass_scatter(volume, known, base, grid, off, values):
-    """Inverse of `pass_gather`: write values to the targets of a (flat) volume."""
-    _copy(volume, known, base, grid, values, True)
-
-
-@numba.njit(cache=True)
-def _copy(volume, known, base, grid, values, to_volume):
-    i = 0
-    for i0 in range(grid[0]):
-        for i1 in range(grid[1]):
-            row = base + i0 * grid[3] + i1 * grid[4]
-            for i2 in range(grid[2]):
-                f = row + i2 * grid[5]
-                if known is None or not known[_u(f)]:
-                    if to_volume:
-                        volume[_u(f)] = values[_u(i)]
-                    else:
-                        values[_u(i)] = volume[_u(f)]
-                    i += 1
-
-
-@numba.njit(cache=True)
-def pass_restore(recon, qmag, resid, known, base, grid, off, w, gain, q, escaped, verbatim, used,
-                 twoeb, single):
-    """Decode the targets: prediction + q * 2eb rounded to the dtype, or the next verbatim
-    value where escaped; qmag gets the code magnitudes and resid (unless None: a chunk without
-    feedback) the coded residuals q * 2eb.  Returns the verbatim values used."""
-    i = 0
-    axis = grid[6]
-    for i0 in range(grid[0]):
-        for i1 in range(grid[1]):
-            row = base + i0 * grid[3] + i1 * grid[4]
-            for i2 in range(grid[2]):
-                f = row + i2 * grid[5]
-                if known is not None and known[_u(f)]:
-                    continue
-                if escaped[_u(i)]:
-                    recon[_u(f)] = verbatim[_u(used)]
-                    qmag[_u(f)] = 2
-                    used += 1
-                else:
-                    j = _u(i0 if axis == 0 else (i1 if axis == 1 else i2))
-                    r = q[_u(i)] * twoeb
-                    v = _predict_at(recon, resid, f, j, off, w, gain) + r
-                    recon[_u(f)] = np.float64(np.float32(v)) if single else v
-                    qmag[_u(f)] = min(abs(q[_u(i)]), 2)
-                    if resid is not None:
-                        resid[_u(f)] = r
-                i += 1
-    return used
-
-
-@numba.njit(cache=True)
-def pass_targets(known, base, grid, off):
-    """Flat positions of the pass's targets (pass order) and their indices along the axis."""
-    flat = np.empty(pass_size(known, base, grid, off), np.int64)
-    along = np.empty(flat.size, np.int64)
-    i = 0
-    axis = grid[6]
-    for i0 in range(grid[0]):
-        for i1 in range(grid[1]):
-            row = base + i0 * grid[3] + i1 * grid[4]
-            for i2 in range(grid[2]):
-                f = row + i2 * grid[5]
-                if known is None or not known[_u(f)]:
-                    flat[i], along[i] = f, i0 if axis == 0 else (i1 if axis == 1 else i2)
-                    i += 1
-    return flat, along
-
-
-@numba.njit(cache=True, inline="always")
-def _restore(recon, qmag, resid, f, j, off, w, gain, v, twoeb, single):
-    """Target f decoded from its code v (see `pass_restore`)."""
+def _restore(recon, qmag, resid, f, o, w, gain, v, twoeb, single):
+    """Target f decoded from its code v (see `pass_restore`); o, w from `_taps`."""
     r = v * twoeb
-    p = _predict_at(recon, resid, f, j, off, w, gain) + r
+    p = _predict(recon, resid, f, o, w, gain) + r
     recon[f] = np.float64(np.float32(p)) if single else p
     qmag[f] = min(abs(v), 2)
     if resid is not None:
         resid[f] = r
+
+
+@numba.njit(cache=True)
+def _interior(off, w):
+    """The positions lo <= j < hi along the axis, around the middle, whose offsets and weights
+    are the middle one's (the interior, where `pass_decode` keeps them in registers)."""
+    m = off.shape[1] // 2
+    lo, hi = m, m + 1
+    while lo > 0 and (off[:, lo - 1] == off[:, m]).all() and (w[:, lo - 1] == w[:, m]).all():
+        lo -= 1
+    while hi < off.shape[1] and (off[:, hi] == off[:, m]).all() and (w[:, hi] == w[:, m]).all():
+        hi += 1
+    return _u(lo), _u(hi)
 
 
 @numba.njit(cache=True)
@@ -460,6 +331,8 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, level, edge
     (`pass_contexts`).  Restores as `pass_restore` does; state is the rANS state, updated.
     Returns (status, next unused verbatim value)."""
     busiest = _busiest(qmag, known, base, grid, off, run_bits)
+    lo, hi = _interior(off, w)
+    inner = _taps(off, w, lo)
     x, pos = state[0], np.int64(state[1])
     mask = (1 << run_bits) - 1
     flagged = 0
@@ -482,17 +355,18 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, level, edge
                     if flagged != 0 and flagged != 1:
                         return rans.BAD_FLAG, used
                 i += 1
+                o, ww = inner if lo <= j and j < hi else _taps(off, w, j)
                 if not flagged:
-                    _restore(recon, qmag, resid, f, j, off, w, gain, 0, twoeb, single)
+                    _restore(recon, qmag, resid, f, o, ww, gain, 0, twoeb, single)
                     continue
-                c, _ = _context(recon, qmag, _u(f + off[1, j]), _u(f + off[2, j]), level, edges)
+                c, _ = _context(recon, qmag, _u(f + o[1]), _u(f + o[2]), level, edges)
                 c = cmap[c]
                 if cum_at[c] < 0:
                     return rans.NO_TABLE, used
                 s, x, pos = rans.step(x, pos, words, c, cum, cum_at, bucket, bucket_at, shift)
                 v = s - alphabet[c]
                 if v <= alphabet[c]:
-                    _restore(recon, qmag, resid, f, j, off, w, gain, v, twoeb, single)
+                    _restore(recon, qmag, resid, f, o, ww, gain, v, twoeb, single)
                 elif used < verbatim.size:                  # the escape symbol 2K+1
                     recon[f], qmag[f] = verbatim[used], 2
                     used += 1

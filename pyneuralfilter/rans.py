@@ -21,6 +21,7 @@ PRECISION = 24
 _L = np.uint64(1 << 31)                    # the state stays in [L, 2^64) between symbols
 _MASK = np.uint64((1 << PRECISION) - 1)
 _MAX_BUCKET_BITS = 12
+_u = numba.uint64                          # unsigned indices: no negative-index wraparound code
 
 # decode status; the compiled decoders that call `step` add their own checks' outcomes
 OK, EXHAUSTED, NO_TABLE, VERBATIM_SHORT, BAD_FLAG = range(5)
@@ -44,7 +45,7 @@ def model(freqs):
     """(cumulative frequencies (n+1), bucket table, bucket shift) of integer frequencies."""
     cum = np.zeros(len(freqs) + 1, np.int64)
     np.cumsum(freqs, out=cum[1:])
-    bits = min(_MAX_BUCKET_BITS, len(freqs).bit_length() + 1)
+    bits = min(_MAX_BUCKET_BITS, len(freqs).bit_length() + 2)
     shift = PRECISION - bits
     bucket = np.searchsorted(cum, np.arange(1 << bits, dtype=np.int64) << shift, "right") - 1
     return cum.astype(np.uint32), bucket.astype(np.uint16), shift   # compact: cache-resident
@@ -98,19 +99,18 @@ def encode(symbols, contexts, cum, cum_at, bucket, bucket_at, shift):
 def step(x, pos, words, c, cum, cum_at, bucket, bucket_at, shift):
     """Decode one symbol of context c (which must have a model: cum_at[c] >= 0) from state x:
     (symbol, new x, new pos).  Past the last word it reads zeros (callers check pos)."""
-    base = cum_at[c]
-    slot = np.int64(x & _MASK)
-    s = np.int64(bucket[bucket_at[c] + (slot >> shift[c])])
-    while np.int64(cum[base + s + 1]) <= slot:
-        s += 1
-    start = np.int64(cum[base + s])
-    x = np.uint64(np.int64(cum[base + s + 1]) - start) * (x >> np.uint64(PRECISION)) \
-        + np.uint64(slot - start)
+    base = _u(cum_at[c])
+    slot = x & _MASK
+    s = _u(bucket[_u(bucket_at[c]) + (slot >> _u(shift[c]))])
+    while cum[base + s + _u(1)] <= slot:
+        s += _u(1)
+    start = _u(cum[base + s])
+    x = (_u(cum[base + s + _u(1)]) - start) * (x >> _u(PRECISION)) + slot - start
     if x < _L:
-        word = np.uint64(words[pos]) if pos < words.size else np.uint64(0)
+        word = _u(words[_u(pos)]) if pos < words.size else _u(0)
         x = (x << np.uint64(32)) | word
         pos += 1
-    return s, x, pos
+    return np.int64(s), x, pos
 
 
 @numba.njit(cache=True)
