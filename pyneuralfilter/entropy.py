@@ -263,17 +263,17 @@ class _RansStream:
 def _rans_codes(state, words, contexts, cmap, alphabet, cum, cum_at, bucket, bucket_at, shift,
                 q, escaped):
     """Decode a pass's codes: symbol 2K+1 is the escape, the others are q + K."""
-    x, pos = state[0], np.int64(state[1])
+    x, y, pos = state[0], state[1], np.int64(state[2])
     for i in range(contexts.size):
         c = cmap[contexts[i]]
         if cum_at[c] < 0:
             return rans.NO_TABLE
-        s, x, pos = rans.step(x, pos, words, c, cum, cum_at, bucket, bucket_at, shift)
+        s, x, y, pos = rans.step(x, y, pos, words, c, cum, cum_at, bucket, bucket_at, shift)
         escaped[i] = s == 2 * alphabet[c] + 1
         q[i] = 0 if escaped[i] else s - alphabet[c]
     if pos > words.size:
         return rans.EXHAUSTED
-    state[0], state[1] = x, np.uint64(pos)
+    state[0], state[1], state[2] = x, y, np.uint64(pos)
     return rans.OK
 
 

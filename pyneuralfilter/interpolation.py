@@ -333,7 +333,7 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, level, edge
     busiest = _busiest(qmag, known, base, grid, off, run_bits)
     lo, hi = _interior(off, w)
     inner = _taps(off, w, lo)
-    x, pos = state[0], np.int64(state[1])
+    x, y, pos = state[0], state[1], np.int64(state[2])
     mask = (1 << run_bits) - 1
     flagged = 0
     i = 0
@@ -350,7 +350,7 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, level, edge
                     c = cmap[flag_context + busiest[i >> run_bits]]
                     if cum_at[c] < 0:
                         return rans.NO_TABLE, used
-                    s, x, pos = rans.step(x, pos, words, c, cum, cum_at, bucket, bucket_at, shift)
+                    s, x, y, pos = rans.step(x, y, pos, words, c, cum, cum_at, bucket, bucket_at, shift)
                     flagged = s - alphabet[c]
                     if flagged != 0 and flagged != 1:
                         return rans.BAD_FLAG, used
@@ -363,7 +363,7 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, level, edge
                 c = cmap[c]
                 if cum_at[c] < 0:
                     return rans.NO_TABLE, used
-                s, x, pos = rans.step(x, pos, words, c, cum, cum_at, bucket, bucket_at, shift)
+                s, x, y, pos = rans.step(x, y, pos, words, c, cum, cum_at, bucket, bucket_at, shift)
                 v = s - alphabet[c]
                 if v <= alphabet[c]:
                     _restore(recon, qmag, resid, f, o, ww, gain, v, twoeb, single)
@@ -374,7 +374,7 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, level, edge
                     return rans.VERBATIM_SHORT, used
     if pos > words.size:
         return rans.EXHAUSTED, used
-    state[0], state[1] = x, np.uint64(pos)
+    state[0], state[1], state[2] = x, y, np.uint64(pos)
     return rans.OK, used
 
 

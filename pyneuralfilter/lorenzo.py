@@ -119,14 +119,14 @@ def decode(state, words, cmap, alphabet, cum, cum_at, bucket, bucket_at, shift, 
     r = np.zeros((Z + 1, Y + 1, X + 1))
     context = np.zeros((Y, X), np.int64)          # of each code from the previous slice's
     top = _BUCKET[_BUCKET.size - 1]
-    x, pos = state[0], np.int64(state[1])
+    x, y, pos = state[0], state[1], np.int64(state[2])
     for i in range(Z):
         for j in range(Y):
             for k in range(X):
                 c = cmap[context[j, k]]
                 if cum_at[c] < 0:
                     return rans.NO_TABLE, used
-                s, x, pos = rans.step(x, pos, words, c, cum, cum_at, bucket, bucket_at, shift)
+                s, x, y, pos = rans.step(x, y, pos, words, c, cum, cum_at, bucket, bucket_at, shift)
                 v = s - alphabet[c]
                 if v > alphabet[c]:                  # the escape symbol 2K+1
                     if used >= verbatim.size:
@@ -140,6 +140,6 @@ def decode(state, words, cmap, alphabet, cum, cum_at, bucket, bucket_at, shift, 
                     context[j, k] = _BUCKET[min(abs(v), _BUCKET.size - 1)]
     if pos > words.size:
         return rans.EXHAUSTED, used
-    state[0], state[1] = x, np.uint64(pos)
+    state[0], state[1], state[2] = x, y, np.uint64(pos)
     recon[:] = r[1:, 1:, 1:]
     return rans.OK, used

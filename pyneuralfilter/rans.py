@@ -77,28 +77,33 @@ class Models:
 @numba.njit(cache=True)
 def encode(symbols, contexts, cum, cum_at, bucket, bucket_at, shift):
     """The words of symbols (each < its context's alphabet size), coded so that `decode` reads
-    them in this order."""
-    out = np.empty(symbols.size + 2, np.uint32)
+    them in this order.  Two interleaved states: symbol i goes through state i % 2, so that a
+    decoder can overlap consecutive symbols' dependency chains."""
+    out = np.empty(symbols.size + 4, np.uint32)
     w = out.size
-    x = _L
+    xs = np.full(2, _L, np.uint64)
     for i in range(symbols.size - 1, -1, -1):
         at = cum_at[contexts[i]] + symbols[i]
         start = np.uint64(cum[at])
         freq = np.uint64(cum[at + 1]) - start
+        x = xs[i & 1]
         if x >= ((_L >> np.uint64(PRECISION)) << np.uint64(32)) * freq:
             w -= 1
             out[w] = np.uint32(x & np.uint64(0xFFFFFFFF))
             x >>= np.uint64(32)
-        x = ((x // freq) << np.uint64(PRECISION)) + (x % freq) + start
-    out[w - 1] = np.uint32(x >> np.uint64(32))         # the final state, read first
-    out[w - 2] = np.uint32(x & np.uint64(0xFFFFFFFF))
-    return out[w - 2:]
+        xs[i & 1] = ((x // freq) << np.uint64(PRECISION)) + (x % freq) + start
+    for k in (1, 0):                                     # the final states, state 0 read first
+        out[w - 1] = np.uint32(xs[k] >> np.uint64(32))
+        out[w - 2] = np.uint32(xs[k] & np.uint64(0xFFFFFFFF))
+        w -= 2
+    return out[w:]
 
 
 @numba.njit(cache=True, inline="always")
-def step(x, pos, words, c, cum, cum_at, bucket, bucket_at, shift):
-    """Decode one symbol of context c (which must have a model: cum_at[c] >= 0) from state x:
-    (symbol, new x, new pos).  Past the last word it reads zeros (callers check pos)."""
+def step(x, y, pos, words, c, cum, cum_at, bucket, bucket_at, shift):
+    """Decode one symbol of context c (which must have a model: cum_at[c] >= 0) from state x,
+    y being the other state: (symbol, y, the new x, new pos), so that the states alternate.
+    Past the last word it reads zeros (callers check pos <= words.size)."""
     base = _u(cum_at[c])
     slot = x & _MASK
     s = _u(bucket[_u(bucket_at[c]) + (slot >> _u(shift[c]))])
@@ -110,32 +115,33 @@ def step(x, pos, words, c, cum, cum_at, bucket, bucket_at, shift):
         word = _u(words[_u(pos)]) if pos < words.size else _u(0)
         x = (x << np.uint64(32)) | word
         pos += 1
-    return np.int64(s), x, pos
+    return np.int64(s), y, x, pos
 
 
 @numba.njit(cache=True)
 def decode(state, words, contexts, cmap, cum, cum_at, bucket, bucket_at, shift, out):
     """Decode one symbol per context (mapped by cmap) into out; returns a status.
-    state: [x, position of the next word]."""
-    x, pos = state[0], np.int64(state[1])
+    state: [the next symbol's coder state, the other state, position of the next word]."""
+    x, y, pos = state[0], state[1], np.int64(state[2])
     for i in range(contexts.size):
         c = cmap[contexts[i]]
         if cum_at[c] < 0:
             return NO_TABLE
-        out[i], x, pos = step(x, pos, words, c, cum, cum_at, bucket, bucket_at, shift)
+        out[i], x, y, pos = step(x, y, pos, words, c, cum, cum_at, bucket, bucket_at, shift)
     if pos > words.size:
         return EXHAUSTED
-    state[0], state[1] = x, np.uint64(pos)
+    state[0], state[1], state[2] = x, y, np.uint64(pos)
     return OK
 
 
 def start(words):
-    """Decoder state at the start of a stream; None if it is too short."""
-    if words.size < 2:
+    """Decoder state at the start of a stream (see `decode`); None if it is too short."""
+    if words.size < 4:
         return None
-    return np.array([int(words[0]) | int(words[1]) << 32, 2], np.uint64)
+    return np.array([int(words[0]) | int(words[1]) << 32, int(words[2]) | int(words[3]) << 32, 4],
+                    np.uint64)
 
 
 def finished(state, words):
-    """Whether a stream was decoded completely: all words read and the state back at L."""
-    return int(state[0]) == int(_L) and int(state[1]) == words.size
+    """Whether a stream was decoded completely: all words read and both states back at L."""
+    return int(state[0]) == int(state[1]) == int(_L) and int(state[2]) == words.size
