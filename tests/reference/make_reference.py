@@ -40,6 +40,16 @@ def cases():
         dict(rel=1e-2, predictor="interp")
     yield "grayscott24_sparse_params_rel1e-2", datagen.field("grayscott_u", 24, seed=1, steps=200), \
         dict(rel=1e-2, predictor="interp")
+    # format v3: our rANS coder (two states), run flags interleaved, Lorenzo summation order
+    yield "v3_chi24_runs_rel1e-3", datagen.field("bssn_chi", 24, seed=1), dict(rel=1e-3)
+    yield "v3_kolmo16_f64_nan_lorenzo_abs1e-4", kolmo, dict(abs=1e-4)
+    yield "v3_grayscott24_feedback_rel1e-2", datagen.field("grayscott_u", 24, seed=1, steps=200), \
+        dict(rel=1e-2, predictor="interp")
+    yield "v3_lognormal16_octave_rel1e-5", datagen.field("lognormal_rho", 16, seed=1), \
+        dict(rel=1e-5, predictor="interp")
+    yield "v3_chi15_swae_rel1e-3", datagen.field("bssn_chi", 15, seed=1), dict(rel=1e-3, predictor="swae")
+    yield "v3_4d_rel1e-2", np.cos(np.arange(2 * 6 * 7 * 9)).reshape(2, 6, 7, 9).astype(np.float32), \
+        dict(rel=1e-2, predictor="interp")
 
 
 def check_bound(array, decoded, eb):
