@@ -27,6 +27,7 @@ _ONE = 1 << 30
 _POW = [math.isqrt(math.isqrt(math.isqrt(math.isqrt(1 << (960 - j))))) >> 30 for j in range(16)]
 _ABSENT = 255
 MAX_CONTEXTS = 64                # coded contexts of a section: a 64-bit mask says which are used
+_u = numba.uint64
 
 
 def _freq(code):
@@ -268,7 +269,10 @@ def _rans_codes(state, words, contexts, cmap, alphabet, cum, cum_at, bucket, buc
         c = cmap[contexts[i]]
         if cum_at[c] < 0:
             return rans.NO_TABLE
-        s, x, y, pos = rans.step(x, y, pos, words, c, cum, cum_at, bucket, bucket_at, shift)
+        s, x, y = rans.step(x, y, c, cum, cum_at, bucket, bucket_at, shift)
+        if y < rans.L:
+            y = (y << _u(32)) | (_u(words[_u(pos)]) if pos < words.size else _u(0))
+            pos += 1
         escaped[i] = s == 2 * alphabet[c] + 1
         q[i] = 0 if escaped[i] else s - alphabet[c]
     if pos > words.size:

@@ -350,7 +350,10 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, level, edge
                     c = cmap[flag_context + busiest[i >> run_bits]]
                     if cum_at[c] < 0:
                         return rans.NO_TABLE, used
-                    s, x, y, pos = rans.step(x, y, pos, words, c, cum, cum_at, bucket, bucket_at, shift)
+                    s, x, y = rans.step(x, y, c, cum, cum_at, bucket, bucket_at, shift)
+                    if y < rans.L:
+                        y = (y << _u(32)) | (_u(words[_u(pos)]) if pos < words.size else _u(0))
+                        pos += 1
                     flagged = s - alphabet[c]
                     if flagged != 0 and flagged != 1:
                         return rans.BAD_FLAG, used
@@ -363,7 +366,10 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, level, edge
                 c = cmap[c]
                 if cum_at[c] < 0:
                     return rans.NO_TABLE, used
-                s, x, y, pos = rans.step(x, y, pos, words, c, cum, cum_at, bucket, bucket_at, shift)
+                s, x, y = rans.step(x, y, c, cum, cum_at, bucket, bucket_at, shift)
+                if y < rans.L:
+                    y = (y << _u(32)) | (_u(words[_u(pos)]) if pos < words.size else _u(0))
+                    pos += 1
                 v = s - alphabet[c]
                 if v <= alphabet[c]:
                     _restore(recon, qmag, resid, f, o, ww, gain, v, twoeb, single)

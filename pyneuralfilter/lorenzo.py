@@ -16,6 +16,8 @@ import numpy as np
 from . import rans
 from .quantizer import QMAX
 
+_u = numba.uint64
+
 # Lorenzo codes are grouped slice by slice (along the first axis); a code's context is the
 # magnitude of the code at the same place in the previous slice: 0, 1, 2, 3-4, 5-8, 9+.
 _EDGES = np.array([1, 2, 3, 5, 9])
@@ -126,7 +128,10 @@ def decode(state, words, cmap, alphabet, cum, cum_at, bucket, bucket_at, shift, 
                 c = cmap[context[j, k]]
                 if cum_at[c] < 0:
                     return rans.NO_TABLE, used
-                s, x, y, pos = rans.step(x, y, pos, words, c, cum, cum_at, bucket, bucket_at, shift)
+                s, x, y = rans.step(x, y, c, cum, cum_at, bucket, bucket_at, shift)
+                if y < rans.L:
+                    y = (y << _u(32)) | (_u(words[_u(pos)]) if pos < words.size else _u(0))
+                    pos += 1
                 v = s - alphabet[c]
                 if v > alphabet[c]:                  # the escape symbol 2K+1
                     if used >= verbatim.size:
