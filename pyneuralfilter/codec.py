@@ -14,6 +14,7 @@ Sections of a coded chunk (docs/format.md):
   FEEDBACK   one int8 per interpolation pass: gain g = value/128 of the coded residuals of the
              neighbours at t-s and t+s added to the prediction (absent: 0); least squares
 """
+import functools
 import struct
 import warnings
 import zlib
@@ -596,7 +597,7 @@ def _decode_values(chunk):
         raise CorruptChunkError("coded chunk has no code section")
     coder = entropy.Decoder(chunk.sections[CODES], CONTEXT_SETS, chunk.version < 3)
     kinds = np.unpackbits(np.frombuffer(chunk.sections.get(KINDS, b""), np.uint8))
-    n_passes = shape4[0] * sum(1 for _ in interpolation.passes(shape4[1:]))
+    n_passes = shape4[0] * len(interpolation.volume_layout(shape4[1:])[0])
     taps, gains = (_unpack_pass_values(chunk.sections[tag], n_passes, default, name)
                    if tag in chunk.sections else None
                    for tag, default, name in ((TAPS, CUBIC_TAP, "tap"), (FEEDBACK, 0, "feedback")))
@@ -640,14 +641,14 @@ def _decode_values(chunk):
             r, m = restore(np.zeros(1), np.zeros(1, np.int64))
             recon[0, 0, 0], qmag[0, 0, 0] = r[0], m[0]
         passes, head, offs = interpolation.volume_layout(recon.shape)
-        ws, feedback, twoebs = _pass_parameters(recon.shape, passes, kinds, taps, gains,
-                                                used["kinds"], eb)
+        (ws, flat_ws), feedback, twoebs = _pass_parameters(recon.shape, passes, kinds, taps,
+                                                           gains, used["kinds"], eb)
         used["kinds"] += len(passes)
         if chunk.version >= 3:
             status, used["verbatim"] = interpolation.volume_decode(
                 recon.reshape(-1), qmag.reshape(-1), resid,
                 None if known is None else known.reshape(-1), head, offs,
-                np.concatenate([w.ravel() for w in ws]), np.array([g or 0.0 for g in feedback]),
+                flat_ws, np.array([g or 0.0 for g in feedback]),
                 np.array(twoebs), edges, single, verbatim, used["verbatim"],
                 GROUP.bit_length() - 1, FLAG_CONTEXT, *coder.compiled())
             coder.check(status)
@@ -669,16 +670,29 @@ def _decode_values(chunk):
 
 def _pass_parameters(shape, passes, kinds, taps, gains, k, eb):
     """Per pass of a volume whose first pass has index k in the chunk's per-pass sections:
-    the weights, the feedback gain (None: none) and twice the level bound."""
-    if k + len(passes) > kinds.size:
+    the weights (a tuple, and end to end as `interpolation.volume_decode` takes them), the
+    feedback gain (None: none) and twice the level bound."""
+    n = len(passes)
+    if k + n > kinds.size:
         raise CorruptChunkError("interpolation-kind section is shorter than the passes")
-    ws, feedback, twoebs = [], [], []
-    for k, p in enumerate(passes, k):
-        tap = CUBIC_TAP if taps is None else int(taps[k])
-        ws.append(interpolation.weights(shape[p.axis], p.stride, bool(kinds[k]), tap))
-        feedback.append(None if gains is None or not gains[k] else gains[k] / FEEDBACK_UNIT)
-        twoebs.append(2.0 * level_bound(eb, p))
-    return ws, feedback, twoebs
+    ws = _pass_weights(tuple(shape), kinds[k:k + n].tobytes(),
+                       None if taps is None else taps[k:k + n].tobytes())
+    feedback = [None] * n if gains is None else \
+        [g / FEEDBACK_UNIT if g else None for g in gains[k:k + n].tolist()]
+    return ws, feedback, [2.0 * level_bound(eb, p) for p in passes]
+
+
+@functools.lru_cache(maxsize=256)
+def _pass_weights(shape, kinds, taps):
+    """(weights of each pass, all of them end to end) for the passes' kinds and taps (bytes):
+    chunks of a dataset mostly repeat them."""
+    taps = None if taps is None else np.frombuffer(taps, np.int8)
+    ws = tuple(interpolation.weights(shape[p.axis], p.stride, bool(kind),
+                                     CUBIC_TAP if taps is None else int(taps[k]))
+               for k, (p, kind) in enumerate(zip(interpolation.volume_layout(shape)[0], kinds)))
+    flat = np.concatenate([w.ravel() for w in ws])
+    flat.flags.writeable = False
+    return ws, flat
 
 
 def _block_side(chunk):
