@@ -27,7 +27,6 @@ _ONE = 1 << 30
 _POW = [math.isqrt(math.isqrt(math.isqrt(math.isqrt(1 << (960 - j))))) >> 30 for j in range(16)]
 _ABSENT = 255
 MAX_CONTEXTS = 64                # coded contexts of a section: a 64-bit mask says which are used
-_u = numba.uint64
 
 
 def _freq(code):
@@ -240,8 +239,10 @@ class _RansStream:
             raise CorruptChunkError("entropy-coded section is truncated")
 
     def take(self, contexts, cmap, alphabet, q, escaped):
-        self.check(_rans_codes(self.state, self.words, contexts, cmap, alphabet,
-                               *self.models.arrays, q, escaped))
+        symbols = np.empty(contexts.size, np.int32)
+        self.check(rans.decode(self.state, self.words, contexts, cmap, *self.models.arrays,
+                               symbols))
+        _to_codes(symbols, contexts, cmap, alphabet, q, escaped)
 
     @staticmethod
     def check(status):
@@ -261,24 +262,12 @@ class _RansStream:
 
 
 @numba.njit(cache=True)
-def _rans_codes(state, words, contexts, cmap, alphabet, cum, cum_at, bucket, bucket_at, shift,
-                q, escaped):
-    """Decode a pass's codes: symbol 2K+1 is the escape, the others are q + K."""
-    x, y, pos = state[0], state[1], np.int64(state[2])
-    for i in range(contexts.size):
-        c = cmap[contexts[i]]
-        if cum_at[c] < 0:
-            return rans.NO_TABLE
-        s, x, y = rans.step(x, y, c, cum, cum_at, bucket, bucket_at, shift)
-        if y < rans.L:
-            y = (y << _u(32)) | (_u(words[_u(pos)]) if pos < words.size else _u(0))
-            pos += 1
-        escaped[i] = s == 2 * alphabet[c] + 1
-        q[i] = 0 if escaped[i] else s - alphabet[c]
-    if pos > words.size:
-        return rans.EXHAUSTED
-    state[0], state[1], state[2] = x, y, np.uint64(pos)
-    return rans.OK
+def _to_codes(symbols, contexts, cmap, alphabet, q, escaped):
+    """Symbols of the alphabets q = -K..K (as q + K) plus escape (2K+1) as (q, escaped)."""
+    for i in range(symbols.size):
+        k = alphabet[cmap[contexts[i]]]
+        escaped[i] = symbols[i] == 2 * k + 1
+        q[i] = 0 if escaped[i] else symbols[i] - k
 
 
 class _LegacyStream:

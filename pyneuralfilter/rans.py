@@ -7,10 +7,12 @@ one call per batch of same-model symbols and decodes 40-76 M symbols/s by binary
 a per-symbol context lookup here decodes several times faster (benchmarks/bench_codec.py).
 
 Every symbol is coded with the table of its context, so the decoder takes the symbols in their
-natural order (no regrouping).  Decoding looks a symbol up by the top bits of the state's
-slot (a small bucket table per model) and a short forward scan.  All integer arithmetic:
-identical everywhere.  The encoder starts from the state L and writes the final state first,
-so a complete, undamaged stream decodes back to L having read exactly every word.
+natural order (no regrouping).  Two coder states alternate from symbol to symbol, so that a
+decoder overlaps consecutive symbols' dependency chains.  Decoding looks a symbol up by the top
+bits of the state's slot (a small bucket table per model) and a short forward scan.  All
+integer arithmetic: identical everywhere.  The encoder starts both states at L and writes their
+final values first, so a complete, undamaged stream decodes back to L having read exactly every
+word.
 """
 import math
 
@@ -18,7 +20,7 @@ import numba
 import numpy as np
 
 PRECISION = 24
-L = _L = np.uint64(1 << 31)                # the states stay in [L, 2^64) between symbols
+L = np.uint64(1 << 31)                     # the states stay in [L, 2^64) between symbols
 _MASK = np.uint64((1 << PRECISION) - 1)
 _MAX_BUCKET_BITS = 12
 _u = numba.uint64                          # unsigned indices: no negative-index wraparound code
@@ -77,17 +79,16 @@ class Models:
 @numba.njit(cache=True)
 def encode(symbols, contexts, cum, cum_at, bucket, bucket_at, shift):
     """The words of symbols (each < its context's alphabet size), coded so that `decode` reads
-    them in this order.  Two interleaved states: symbol i goes through state i % 2, so that a
-    decoder can overlap consecutive symbols' dependency chains."""
+    them in this order; symbol i goes through state i % 2."""
     out = np.empty(symbols.size + 4, np.uint32)
     w = out.size
-    xs = np.full(2, _L, np.uint64)
+    xs = np.full(2, L, np.uint64)
     for i in range(symbols.size - 1, -1, -1):
         at = cum_at[contexts[i]] + symbols[i]
         start = np.uint64(cum[at])
         freq = np.uint64(cum[at + 1]) - start
         x = xs[i & 1]
-        if x >= ((_L >> np.uint64(PRECISION)) << np.uint64(32)) * freq:
+        if x >= ((L >> np.uint64(PRECISION)) << np.uint64(32)) * freq:
             w -= 1
             out[w] = np.uint32(x & np.uint64(0xFFFFFFFF))
             x >>= np.uint64(32)
@@ -150,4 +151,4 @@ def start(words):
 
 def finished(state, words):
     """Whether a stream was decoded completely: all words read and both states back at L."""
-    return int(state[0]) == int(state[1]) == int(_L) and int(state[2]) == words.size
+    return int(state[0]) == int(state[1]) == int(L) and int(state[2]) == words.size
