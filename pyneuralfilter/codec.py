@@ -328,7 +328,9 @@ def _pack_pass_values(values, default):
     return min(values.tobytes(), sparse, key=len)
 
 
+@functools.lru_cache(maxsize=256)
 def _unpack_pass_values(data, n_passes, default, name):
+    """One int8 per pass from a TAPS/FEEDBACK section (dense or sparse; read-only)."""
     values = np.frombuffer(data, np.int8)
     if values.size and values[0] == _SPARSE:
         bits = -(-n_passes // 8)
@@ -337,6 +339,7 @@ def _unpack_pass_values(data, n_passes, default, name):
             raise CorruptChunkError(f"{name} section does not match the passes")
         dense = np.full(n_passes, default, np.int8)
         dense[changed] = values[1 + bits:]
+        dense.flags.writeable = False
         return dense
     if values.size != n_passes:
         raise CorruptChunkError(f"{name} section is shorter than the passes"
@@ -637,7 +640,8 @@ def _decode_values(chunk):
                 swae.put_blocks(known, grid, chosen, True)
                 swae.put_blocks(recon, grid, chosen, r)
                 swae.put_blocks(qmag, grid, chosen, m)
-        if known is None or not known[0, 0, 0]:
+        first = known is None or not known[0, 0, 0]       # point 0 is coded on its own
+        if first and chunk.version < 3:
             r, m = restore(np.zeros(1), np.zeros(1, np.int64))
             recon[0, 0, 0], qmag[0, 0, 0] = r[0], m[0]
         passes, head, offs = interpolation.volume_layout(recon.shape)
@@ -647,7 +651,7 @@ def _decode_values(chunk):
         if chunk.version >= 3:
             status, used["verbatim"] = interpolation.volume_decode(
                 recon.reshape(-1), qmag.reshape(-1), resid,
-                None if known is None else known.reshape(-1), head, offs,
+                None if known is None else known.reshape(-1), first, 2.0 * eb, head, offs,
                 flat_ws, np.array([g or 0.0 for g in feedback]),
                 np.array(twoebs), edges, single, verbatim, used["verbatim"],
                 GROUP.bit_length() - 1, FLAG_CONTEXT, *coder.compiled())

@@ -167,10 +167,10 @@ class Encoder:
                 bits += float(h @ -np.log2(p[:-1])) - escapes[c] * np.log2(p[-1])
             head = struct.pack("<BQ", index | TABLES.index(kind) << 7, sum(1 << c for c in K)) + \
                 b"".join(_varint(K[c]) + tables[c].codes for c in K)
-            yield cmap, K, tables, head, len(head) + bits / 8
+            yield cmap, K, kind, tables, head, len(head) + bits / 8
 
-    def _code(self, cmap, K, tables, head, _):
-        models = _models(tables, K)
+    def _code(self, cmap, K, kind, tables, head, _):
+        models = _models(kind, {c: (K[c], t.codes) for c, t in tables.items()})
         alphabet = np.zeros(MAX_CONTEXTS, np.int64)
         alphabet[list(K)] = list(K.values())
         contexts = np.concatenate([cmap[c] for c, _, _ in self.passes])
@@ -193,20 +193,20 @@ class Decoder:
             raise CorruptChunkError("entropy-coded section truncated or names an unknown "
                                     "context set") from None
         pos = struct.calcsize("<BQ")
-        tables, K = {}, {}
+        tables = {}                                  # context -> (K, the table's bytes)
         for c in (c for c in range(MAX_CONTEXTS) if mask >> c & 1):
-            K[c], pos = _read_varint(data, pos)
-            end = pos + _table_size(kind, K[c])
-            if K[c] > QMAX or end > len(data):
+            K, pos = _read_varint(data, pos)
+            end = pos + _table_size(kind, K)
+            if K > QMAX or end > len(data):
                 raise CorruptChunkError("entropy-coded section truncated in its tables")
-            tables[c], pos = kind(data[pos:end]), end
+            tables[c], pos = (K, data[pos:end]), end
         self.alphabet = np.zeros(MAX_CONTEXTS, np.int64)
-        self.alphabet[list(K)] = list(K.values())
+        self.alphabet[list(tables)] = [K for K, _ in tables.values()]
         words = data[pos:]
         if len(words) % 4:
             raise CorruptChunkError("entropy-coded section has a partial word")
         self.words = np.frombuffer(words, "<u4").astype(np.uint32)
-        self.stream = (_LegacyStream if legacy else _RansStream)(self.words, tables, K)
+        self.stream = (_LegacyStream if legacy else _RansStream)(self.words, kind, tables)
 
     def take(self, contexts):
         """(q, escaped) for one pass, in the order `Encoder.add` got them."""
@@ -231,8 +231,8 @@ class Decoder:
 
 
 class _RansStream:
-    def __init__(self, words, tables, K):
-        self.models = _models(tables, K)
+    def __init__(self, words, kind, tables):
+        self.models = _models(kind, tables)
         self.words = words
         self.state = rans.start(words)
         if self.state is None:
@@ -273,8 +273,8 @@ def _to_codes(symbols, contexts, cmap, alphabet, q, escaped):
 class _LegacyStream:
     """Formats v1 and v2: constriction's ANS coder, codes grouped by context within a pass."""
 
-    def __init__(self, words, tables, K):
-        self.models = {c: _categorical(type(t), t.codes, K[c]) for c, t in tables.items()}
+    def __init__(self, words, kind, tables):
+        self.models = {c: _categorical(kind, codes, K) for c, (K, codes) in tables.items()}
         self.coder = constriction.stream.stack.AnsCoder(words)
 
     def take(self, contexts, cmap, alphabet, q, escaped):
@@ -362,9 +362,11 @@ def _ungroup(contexts, cmap, counts, symbols, alphabet, q, escaped):
         q[i] = 0 if escaped[i] else s - alphabet[c]
 
 
-def _models(tables, K):
-    """The rANS models of a section's tables, laid out for the compiled coder."""
-    return rans.Models(MAX_CONTEXTS, {c: _rans_model(type(t), t.codes, K[c]) for c, t in tables.items()})
+def _models(kind, tables):
+    """The rANS models of a section's tables ({context: (K, bytes)}), laid out for the
+    compiled coder."""
+    return rans.Models(MAX_CONTEXTS, {c: _rans_model(kind, codes, K)
+                                      for c, (K, codes) in tables.items()})
 
 
 @functools.lru_cache(maxsize=4096)

@@ -401,13 +401,29 @@ def volume_layout(shape):
 
 
 @numba.njit(cache=True)
-def volume_decode(recon, qmag, resid, known, head, offs, ws, gains, twoebs, edges, single,
-                  verbatim, used, run_bits, flag_context, state, words, cmap, alphabet, cum,
-                  cum_at, bucket, bucket_at, shift):
-    """`pass_decode` for every pass of a volume in one compiled call: head and offs from
+def volume_decode(recon, qmag, resid, known, first, twoeb, head, offs, ws, gains, twoebs, edges,
+                  single, verbatim, used, run_bits, flag_context, state, words, cmap, alphabet,
+                  cum, cum_at, bucket, bucket_at, shift):
+    """Decode a volume (format v3) in one compiled call: if `first`, point 0 (predicted as 0,
+    context 0, bound twoeb / 2), then `pass_decode` for every pass: head and offs from
     `volume_layout`, the passes' weights end to end (laid out as offs), feedback gains (0:
     none) and doubled level bounds; flag contexts are flag_context + 3 * level + the busiest
     term.  Returns (status, next unused verbatim value)."""
+    if first:
+        symbol = np.empty(1, np.int32)
+        status = rans.decode(state, words, np.zeros(1, np.int64), cmap, cum, cum_at, bucket,
+                             bucket_at, shift, symbol)
+        if status != rans.OK:
+            return status, used
+        v = symbol[0] - alphabet[cmap[0]]
+        if v <= alphabet[cmap[0]]:
+            r = 0.0 + v * twoeb
+            recon[0], qmag[0] = np.float64(np.float32(r)) if single else r, min(abs(v), 2)
+        elif used < verbatim.size:                          # the escape symbol 2K+1
+            recon[0], qmag[0] = verbatim[used], 2
+            used += 1
+        else:
+            return rans.VERBATIM_SHORT, used
     for k in range(head.shape[0]):
         base, grid, at, level = head[k, 0], head[k, 1:8], head[k, 8], head[k, 9]
         count = offs.size if k + 1 == head.shape[0] else head[k + 1, 8]
