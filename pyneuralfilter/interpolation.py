@@ -294,11 +294,19 @@ def _interior(off, w):
     are the middle one's (the interior, where `pass_decode` keeps them in registers)."""
     m = off.shape[1] // 2
     lo, hi = m, m + 1
-    while lo > 0 and (off[:, lo - 1] == off[:, m]).all() and (w[:, lo - 1] == w[:, m]).all():
+    while lo > 0 and _same_taps(off, w, lo - 1, m):
         lo -= 1
-    while hi < off.shape[1] and (off[:, hi] == off[:, m]).all() and (w[:, hi] == w[:, m]).all():
+    while hi < off.shape[1] and _same_taps(off, w, hi, m):
         hi += 1
     return _u(lo), _u(hi)
+
+
+@numba.njit(cache=True)
+def _same_taps(off, w, a, b):
+    for k in range(4):
+        if off[k, a] != off[k, b] or w[k, a] != w[k, b]:
+            return False
+    return True
 
 
 @numba.njit(cache=True)
