@@ -322,10 +322,10 @@ static herr_t nf_set_local_h5py(hid_t d, hid_t t, hid_t s) { return nf_set_local
     X(PyConfig_InitPythonConfig) X(PyConfig_SetBytesString) X(PyConfig_Clear)                    \
     X(Py_InitializeFromConfig) X(PyStatus_Exception) X(PyImport_ImportModule)                   \
     X(PyObject_GetAttrString) X(PyObject_CallFunctionObjArgs) X(PyBytes_FromStringAndSize)       \
-    X(PyBytes_AsStringAndSize) X(PyTuple_New) X(PyTuple_SetItem) X(PyLong_FromUnsignedLong)      \
+    X(PyTuple_New) X(PyTuple_SetItem) X(PyLong_FromUnsignedLong)      \
     X(Py_DecRef) X(PyErr_Fetch) X(PyErr_NormalizeException) X(PyObject_Str) X(PyUnicode_AsUTF8) \
     X(PyErr_Clear) X(PySys_SetObject) X(PySys_GetObject) X(PyBool_FromLong)          \
-    X(PyDict_GetItemString)
+    X(PyDict_GetItemString) X(PyObject_GetBuffer) X(PyBuffer_Release)
 
 #define NF_DECL(f) static __typeof__(f) *p_##f;
 NF_PYFUNCS(NF_DECL)
@@ -528,21 +528,22 @@ static size_t nf_filter_with(const nf_h5api *a, int from_host, unsigned flags, s
     }
     res = p_PyObject_CallFunctionObjArgs(reverse ? py_decode : py_encode, data, cd, NULL);
     if (!res) { nf_fetch_error(err, sizeof err); goto done; }
-    {
-        char *p = NULL;
-        Py_ssize_t len = 0;
-        if (p_PyBytes_AsStringAndSize(res, &p, &len) < 0) {
+    {   /* any contiguous buffer (bytes, or the decoded array itself: no extra copy) */
+        Py_buffer view;
+        if (p_PyObject_GetBuffer(res, &view, PyBUF_CONTIG_RO) < 0) {
             nf_fetch_error(err, sizeof err);
             goto done;
         }
-        if (len <= 0) { snprintf(err, sizeof err, "the Python callback returned no data"); goto done; }
-        void *out = malloc((size_t)len);
-        if (!out) { snprintf(err, sizeof err, "out of memory (%zd bytes)", len); goto done; }
-        memcpy(out, p, (size_t)len);
+        size_t len = view.len > 0 ? (size_t)view.len : 0;
+        void *out = len ? malloc(len) : NULL;
+        if (out) memcpy(out, view.buf, len);
+        p_PyBuffer_Release(&view);
+        if (!len) { snprintf(err, sizeof err, "the Python callback returned no data"); goto done; }
+        if (!out) { snprintf(err, sizeof err, "out of memory (%zu bytes)", len); goto done; }
         free(*buf);
         *buf = out;
-        *buf_size = (size_t)len;
-        result = (size_t)len;
+        *buf_size = len;
+        result = len;
     }
 done:
     if (res) p_Py_DecRef(res);

@@ -191,8 +191,9 @@ def encode_chunk(data: bytes, cd_values) -> bytes:
     return bytes(nf.encode(arr, model=p.model, **kw))
 
 
-def decode_chunk(data: bytes, cd_values) -> bytes:
-    """Decompress one chunk; checks that it decodes to the chunk shape and dtype of cd_values."""
+def decode_chunk(data: bytes, cd_values) -> np.ndarray:
+    """Decompress one chunk; checks that it decodes to the chunk shape and dtype of cd_values.
+    Returns the C-contiguous array: the plugin copies its buffer straight into HDF5's."""
     import pyneuralfilter as nf
     p = parse_cd_values(cd_values)
     arr = nf.decode(data)
@@ -203,7 +204,7 @@ def decode_chunk(data: bytes, cd_values) -> bytes:
         if tuple(arr.shape) != p.shape:
             raise _corrupt(f"chunk decodes to shape {tuple(arr.shape)} but the dataset's chunk "
                            f"shape is {p.shape}")
-    return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("=")).tobytes()
+    return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
 
 
 def _corrupt(msg):
