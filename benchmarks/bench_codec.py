@@ -274,8 +274,9 @@ def write_markdown(path, args, records, elapsed, neural, vers):
              f"{args.gs_steps} steps.")
     L.append("- Chunks: 'whole' = the field is one chunk; 'c³' = cubic chunks of edge c. Every "
              "compressor gets the same chunks: neuralfilter and pysz are called chunk by chunk, "
-             "the HDF5 filters get `chunks=` (size = dataset storage size, time = write + close / "
-             "read_direct of an in-memory file with the chunk cache off).")
+             "the HDF5 filters (ours too: 'nf HDF5 filter') get `chunks=` (size = dataset "
+             "storage size, time = write + close / read_direct of an in-memory file with the "
+             "chunk cache off).")
     L.append("- One thread for every compressor (OMP/OpenBLAS/MKL/numba/Blosc = 1, "
              "torch.set_num_threads(1)); MB/s = raw MB / best of up to 3 timed runs. "
              "×SZ3f = throughput relative to the SZ3 HDF5 filter in the same configuration. "
