@@ -147,9 +147,13 @@ def run(args):
             pass
     else:
         print(f"neuralfilter not benchmarked: {why}", file=sys.stderr)
+    filter_ok, filter_why = peers.neural_filter_status() if ok else (False, why)
+    through_hdf5 = [peers.NEURAL_HDF5] if filter_ok else []
+    if ok and not filter_ok:
+        print(f"nf HDF5 filter not benchmarked: {filter_why}", file=sys.stderr)
     # Warm-up (untimed): JIT compilation, model loading and lazy imports stay out of the timings.
     warm = fields.load_field(args.fields[0], 16, args.seed, None, min(args.gs_steps, 50))
-    for codec in neural + ([peers.NEURAL_HDF5] if neural else []) + codecs:
+    for codec in neural + through_hdf5 + codecs:
         for chunk in (warm.shape, (8, 8, 8)):
             try:
                 codec.roundtrip(warm, 1e-3 * float(warm.max() - warm.min()), chunk)
@@ -167,7 +171,7 @@ def run(args):
                 if neural:
                     abl = args.ablations == "all" or (args.ablations == "whole"
                                                       and chunk_label == "whole")
-                    cs = neural[:1] + [peers.NEURAL_HDF5] + (neural[1:] if abl else []) + cs
+                    cs = neural[:1] + through_hdf5 + (neural[1:] if abl else []) + cs
                 for rel in args.rels:
                     eb = rel * (hi - lo)
                     group = []

@@ -199,6 +199,17 @@ def peers():
     return out
 
 
+def neural_filter_status():
+    """(True, '') when our HDF5 filter is registered with h5py (the plugin is built), else
+    (False, reason): then only the codec itself is measured."""
+    try:
+        import pyneuralfilter.filter
+        pyneuralfilter.filter.register(strict=True)
+    except Exception as e:  # noqa: BLE001 - report whatever stops it
+        return False, f"{type(e).__name__}: {e}"
+    return True, ""
+
+
 def neural_status():
     """(True, '') when pyneuralfilter.encode/decode are importable, else (False, reason)."""
     try:
