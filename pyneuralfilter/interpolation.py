@@ -5,6 +5,9 @@ are predicted along z, then y, then x, each by cubic interpolation of the two ne
 decoded neighbours on each side (quadratic, linear or extrapolated where the volume ends).
 All weights are dyadic rationals and the arithmetic is fixed-order float64 in compiled
 kernels (numba), so encoder and decoder compute bit-identical predictions on any machine.
+The decoder of format v3 runs a whole volume in one compiled call (`volume_decode`): each pass
+walks its targets once, entropy-decoding run flags and codes (rans.py) with their contexts and
+reconstructing as it goes.
 """
 import functools
 from dataclasses import dataclass

@@ -186,3 +186,24 @@ def rough_volumes(draw):
 def test_bound_holds_with_fitted_taps_and_feedback(array, rel):
     data = nf.encode(array, rel=rel, predictor="interp")
     assert_within_bound(array, nf.decode(data), absolute_bound(array, rel=rel))
+
+
+@pytest.mark.parametrize("field, n, kw", [
+    ("bssn_chi", 24, dict(rel=1e-3)),                                  # runs, mostly zero codes
+    ("grayscott_u", 24, dict(rel=1e-2, predictor="interp")),           # taps and feedback
+    ("kolmo_u", 16, dict(rel=1e-4)),                                   # Lorenzo
+    ("lognormal_rho", 16, dict(rel=1e-5, predictor="interp")),         # octave tables, escapes
+    ("bssn_chi", 15, dict(rel=1e-3, predictor="swae")),                # SWAE blocks, known points
+])
+def test_decoder_reproduces_the_encoder_without_fallback(field, n, kw):
+    """The write-time self-check stores a chunk losslessly (with a warning) if the decoder
+    disagrees with the encoder: on these paths it must not, so a decoder that drifts fails here
+    instead of silently costing ratio."""
+    import warnings
+    x = datagen.field(field, n, seed=1, **({"steps": 200} if field.startswith("gray") else {}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        data = nf.encode(x, **kw)
+    assert nf.chunk_info(data)["mode"] == "coded"
+    eb = nf.chunk_info(data)["abs_bound"]
+    assert np.abs(nf.decode(data).astype(np.float64) - x).max() <= eb
