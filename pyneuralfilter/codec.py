@@ -17,7 +17,6 @@ Sections of a coded chunk (docs/format.md):
 import functools
 import struct
 import warnings
-import zlib
 
 import numba
 import numpy as np
@@ -116,7 +115,7 @@ def _sealed(data, array, eb, raw):
 
 def _digest(decoded):
     little = decoded.astype(decoded.dtype.newbyteorder("<"), copy=False)
-    return struct.pack("<I", zlib.crc32(np.ascontiguousarray(little).view(np.uint8)))
+    return struct.pack("<I", C.crc32(np.ascontiguousarray(little).view(np.uint8)))
 
 
 def decode(data) -> np.ndarray:

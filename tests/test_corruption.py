@@ -161,3 +161,21 @@ def test_mutated_sections_with_valid_checksum_never_decode_to_other_values():
         except nf.NeuralFilterError:
             continue
         assert np.array_equal(out, reference[trial % 3], equal_nan=True), (trial, tag)
+
+
+def test_checksums_are_zlib_crc32():
+    """The container's and DIGEST's CRC-32 (computed with ISA-L when present) are zlib's."""
+    import zlib
+    from pyneuralfilter import codec
+    data = nf.encode(A, rel=1e-3)
+    assert struct_crc(data) == zlib.crc32(data[:-4])
+    decoded = nf.decode(data)
+    assert codec._digest(decoded) == zlib.crc32(decoded.astype("<f4").tobytes()).to_bytes(4, "little")
+    for n in (0, 1, 7, 64, 4099):
+        blob = np.random.default_rng(n).integers(0, 256, n, dtype=np.uint8).tobytes()
+        assert container.crc32(blob) == zlib.crc32(blob)
+
+
+def struct_crc(data):
+    import struct
+    return struct.unpack("<I", data[-4:])[0]
