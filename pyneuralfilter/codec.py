@@ -563,7 +563,7 @@ def _finish(out, chunk):
 
 
 def _decode_lorenzo(chunk):
-    out = np.zeros(_volumes(chunk.shape), chunk.dtype)
+    out = np.zeros(_volumes(chunk.shape), chunk.dtype.newbyteorder("="))   # native: compiled
     verbatim = _verbatim(chunk)
     coder = entropy.Decoder(chunk.sections[LORENZO], lorenzo.CONTEXT_SETS, chunk.version < 3)
     used, single = 0, chunk.dtype == np.float32
@@ -593,7 +593,7 @@ def _decode_values(chunk):
     dtype = chunk.dtype
     shape4 = _volumes(chunk.shape)
     eb = chunk.eb
-    out = np.zeros(shape4, dtype)     # decoded values are dtype values: no float64 copy
+    out = np.zeros(shape4, dtype.newbyteorder("="))   # dtype values, native for the kernels
     verbatim = _verbatim(chunk)
     if CODES not in chunk.sections:
         raise CorruptChunkError("coded chunk has no code section")
