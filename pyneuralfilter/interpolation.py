@@ -315,7 +315,9 @@ def _same_taps(off, w, a, b):
 @numba.njit(cache=True)
 def _busiest(qmag, known, base, grid, off, run_bits):
     """Largest neighbour-magnitude term of each run of 2^run_bits targets."""
-    out = np.zeros(((pass_size(known, base, grid, off) - 1) >> run_bits) + 1, np.int64)
+    out = np.empty(((pass_size(known, base, grid, off) - 1) >> run_bits) + 1, np.int64)
+    mask = (1 << run_bits) - 1
+    m = 0                                               # the current run's, in a register
     i = 0
     axis = grid[6]
     for i0 in range(grid[0]):
@@ -326,9 +328,12 @@ def _busiest(qmag, known, base, grid, off, run_bits):
                 if known is not None and known[_u(f)]:
                     continue
                 j = _u(i0 if axis == 0 else (i1 if axis == 1 else i2))
-                r = _u(i) >> _u(run_bits)
-                out[r] = max(out[r], min(qmag[_u(f + off[1, j])] + qmag[_u(f + off[2, j])], 2))
+                m = max(m, qmag[_u(f + off[1, j])] + qmag[_u(f + off[2, j])])
+                if i & mask == mask:
+                    out[i >> run_bits], m = min(m, 2), 0
                 i += 1
+    if i & mask:
+        out[i >> run_bits] = min(m, 2)
     return out
 
 
@@ -348,15 +353,16 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, level, edge
     mask = (1 << run_bits) - 1
     flagged = 0
     i = 0
-    axis = grid[6]
+    axis, step = grid[6], _u(grid[5])
     for i0 in range(grid[0]):
         for i1 in range(grid[1]):
             row = base + i0 * grid[3] + i1 * grid[4]
-            for i2 in range(grid[2]):
+            i2 = 0
+            while i2 < grid[2]:
                 f = _u(row + i2 * grid[5])
                 if known is not None and known[f]:
+                    i2 += 1
                     continue
-                j = _u(i0 if axis == 0 else (i1 if axis == 1 else i2))
                 if i & mask == 0:                           # a new run: its flag
                     c = cmap[flag_context + busiest[i >> run_bits]]
                     if cum_at[c] < 0:
@@ -368,27 +374,37 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, level, edge
                     flagged = s - alphabet[c]
                     if flagged != 0 and flagged != 1:
                         return rans.BAD_FLAG, used
-                i += 1
+                # a stretch of targets along the row with one flag and the same taps
+                j = _u(i0 if axis == 0 else (i1 if axis == 1 else i2))
+                n = _u(min(grid[2] - i2, mask + 1 - (i & mask)))
+                if known is not None or (axis == 2 and not (lo <= j and j < hi)):
+                    n = _u(1)
+                elif axis == 2:
+                    n = min(n, hi - j)
                 o, ww = inner if lo <= j and j < hi else _taps(off, w, j)
+                i += n
+                i2 += n
                 if not flagged:
-                    _restore(recon, qmag, resid, f, o, ww, gain, 0, twoeb, single)
+                    for g in range(f, f + n * step, step):
+                        _restore(recon, qmag, resid, g, o, ww, gain, 0, twoeb, single)
                     continue
-                c, _ = _context(recon, qmag, _u(f + o[1]), _u(f + o[2]), level, edges)
-                c = cmap[c]
-                if cum_at[c] < 0:
-                    return rans.NO_TABLE, used
-                s, x, y = rans.step(x, y, c, cum, cum_at, bucket, bucket_at, shift)
-                if y < rans.L:
-                    y = (y << _u(32)) | (_u(words[_u(pos)]) if pos < words.size else _u(0))
-                    pos += 1
-                v = s - alphabet[c]
-                if v <= alphabet[c]:
-                    _restore(recon, qmag, resid, f, o, ww, gain, v, twoeb, single)
-                elif used < verbatim.size:                  # the escape symbol 2K+1
-                    recon[f], qmag[f] = verbatim[used], 2
-                    used += 1
-                else:
-                    return rans.VERBATIM_SHORT, used
+                for g in range(f, f + n * step, step):
+                    c, _ = _context(recon, qmag, _u(g + o[1]), _u(g + o[2]), level, edges)
+                    c = cmap[c]
+                    if cum_at[c] < 0:
+                        return rans.NO_TABLE, used
+                    s, x, y = rans.step(x, y, c, cum, cum_at, bucket, bucket_at, shift)
+                    if y < rans.L:
+                        y = (y << _u(32)) | (_u(words[_u(pos)]) if pos < words.size else _u(0))
+                        pos += 1
+                    v = s - alphabet[c]
+                    if v <= alphabet[c]:
+                        _restore(recon, qmag, resid, g, o, ww, gain, v, twoeb, single)
+                    elif used < verbatim.size:              # the escape symbol 2K+1
+                        recon[g], qmag[g] = verbatim[used], 2
+                        used += 1
+                    else:
+                        return rans.VERBATIM_SHORT, used
     if pos > words.size:
         return rans.EXHAUSTED, used
     state[0], state[1], state[2] = x, y, np.uint64(pos)
