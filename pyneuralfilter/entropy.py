@@ -24,11 +24,13 @@ from .quantizer import QMAX
 
 _ONE = 1 << 30
 # floor(2^30 * 2^(-j/16)) for j = 0..15, by exact integer roots (no libm in the format)
-_POW = [math.isqrt(math.isqrt(math.isqrt(math.isqrt(1 << (960 - j))))) >> 30 for j in range(16)]
+_POW = np.array([math.isqrt(math.isqrt(math.isqrt(math.isqrt(1 << (960 - j))))) >> 30
+                 for j in range(16)], np.int64)
 _ABSENT = 255
 MAX_CONTEXTS = 64                # coded contexts of a section: a 64-bit mask says which are used
 
 
+@numba.njit(cache=True)
 def _freq(code):
     """Integer frequency of a log-scale probability code (p = 2^(-code/16))."""
     return 0 if code == _ABSENT else _POW[code % 16] >> (code // 16)
@@ -61,20 +63,26 @@ class Table:
         return cls([_code(c / n) for c in counts] + [theta])
 
     def probabilities(self, K):
-        f0, fp1, fm1, fp2, fm2, fpt, fmt, fe = (float(_freq(c)) for c in self.codes[:8])
-        p = np.zeros(2 * K + 2)
-        p[K] = f0
-        if K >= 1:
-            p[K + 1], p[K - 1] = fp1, fm1
-        if K >= 2:
-            p[K + 2], p[K - 2] = fp2, fm2
-        if K >= 3:
-            theta = self.codes[8] / 256
-            geo = (1 - theta) * np.concatenate(([1.0], np.cumprod(np.full(K - 3, theta))))
-            p[K + 3:2 * K + 1] = fpt * geo          # cumprod is sequential: exact everywhere
-            p[K - 3::-1] = fmt * geo
-        p[2 * K + 1] = fe
-        return p
+        return _table_probabilities(np.frombuffer(self.codes, np.uint8), K)
+
+
+@numba.njit(cache=True)
+def _table_probabilities(codes, K):
+    p = np.zeros(2 * K + 2)
+    p[K] = _freq(codes[0])
+    if K >= 1:
+        p[K + 1], p[K - 1] = _freq(codes[1]), _freq(codes[2])
+    if K >= 2:
+        p[K + 2], p[K - 2] = _freq(codes[3]), _freq(codes[4])
+    fpt, fmt = float(_freq(codes[5])), float(_freq(codes[6]))
+    theta = codes[8] / 256
+    c = 1.0                                     # theta^k, sequential: exact everywhere
+    for k in range(K - 2):                      # the geometric tails, |q| >= 3
+        g = (1 - theta) * c
+        p[K + 3 + k], p[K - 3 - k] = fpt * g, fmt * g
+        c *= theta
+    p[2 * K + 1] = _freq(codes[7])
+    return p
 
 
 class OctaveTable:
@@ -101,14 +109,21 @@ class OctaveTable:
         return cls(codes)
 
     def probabilities(self, K):
-        p = np.zeros(2 * K + 2)
-        p[K], p[2 * K + 1] = float(_freq(self.codes[0])), float(_freq(self.codes[1]))
-        for b in range(1, K.bit_length() + 1):
-            lo, hi = 1 << (b - 1), min((1 << b) - 1, K)
-            width = float(hi - lo + 1)
-            p[K + lo:K + hi + 1] = _freq(self.codes[2 * b]) / width
-            p[K - hi:K - lo + 1] = _freq(self.codes[2 * b + 1]) / width
-        return p
+        return _octave_probabilities(np.frombuffer(self.codes, np.uint8), K)
+
+
+@numba.njit(cache=True)
+def _octave_probabilities(codes, K):
+    p = np.zeros(2 * K + 2)
+    p[K], p[2 * K + 1] = _freq(codes[0]), _freq(codes[1])
+    b = 1
+    while 1 << (b - 1) <= K:                    # b = 1 ... bit length of K
+        lo, hi = 1 << (b - 1), min((1 << b) - 1, K)
+        width = float(hi - lo + 1)
+        p[K + lo:K + hi + 1] = _freq(codes[2 * b]) / width
+        p[K - hi:K - lo + 1] = _freq(codes[2 * b + 1]) / width
+        b += 1
+    return p
 
 
 TABLES = (Table, OctaveTable)          # the kind is bit 7 of a CODES section's first byte
@@ -170,7 +185,9 @@ class Encoder:
             yield cmap, K, kind, tables, head, len(head) + bits / 8
 
     def _code(self, cmap, K, kind, tables, head, _):
-        models = _models(kind, {c: (K[c], t.codes) for c, t in tables.items()})
+        buf = np.frombuffer(head, np.uint8)
+        models = _rans_models(buf, kind, *_parse_tables(buf, _HEAD, kind is OctaveTable,
+                                                        np.uint64(sum(1 << c for c in K)))[2:])
         alphabet = np.zeros(MAX_CONTEXTS, np.int64)
         alphabet[list(K)] = list(K.values())
         contexts = np.concatenate([cmap[c] for c, _, _ in self.passes])
@@ -178,7 +195,7 @@ class Encoder:
         escaped = np.concatenate([e for _, _, e in self.passes])
         k = alphabet[contexts]
         symbols = np.where(escaped, 2 * k + 1, q + k).astype(np.int32)
-        return head + rans.encode(symbols, contexts, *models.arrays).astype("<u4").tobytes()
+        return head + rans.encode(symbols, contexts, *models).astype("<u4").tobytes()
 
 
 class Decoder:
@@ -192,21 +209,21 @@ class Decoder:
         except (struct.error, IndexError):
             raise CorruptChunkError("entropy-coded section truncated or names an unknown "
                                     "context set") from None
-        pos = struct.calcsize("<BQ")
-        tables = {}                                  # context -> (K, the table's bytes)
-        for c in (c for c in range(MAX_CONTEXTS) if mask >> c & 1):
-            K, pos = _read_varint(data, pos)
-            end = pos + _table_size(kind, K)
-            if K > QMAX or end > len(data):
-                raise CorruptChunkError("entropy-coded section truncated in its tables")
-            tables[c], pos = (K, data[pos:end]), end
-        self.alphabet = np.zeros(MAX_CONTEXTS, np.int64)
-        self.alphabet[list(tables)] = [K for K, _ in tables.values()]
+        buf = np.frombuffer(data, np.uint8)
+        status, pos, Ks, at = _parse_tables(buf, _HEAD, kind is OctaveTable, np.uint64(mask))
+        if status:
+            raise CorruptChunkError("entropy-coded section truncated in its tables")
+        self.alphabet = np.maximum(Ks, 0)
         words = data[pos:]
         if len(words) % 4:
             raise CorruptChunkError("entropy-coded section has a partial word")
         self.words = np.frombuffer(words, "<u4").astype(np.uint32)
-        self.stream = (_LegacyStream if legacy else _RansStream)(self.words, kind, tables)
+        if legacy:
+            self.stream = _LegacyStream(self.words, kind, {
+                int(c): (int(Ks[c]), data[at[c]:at[c] + _table_size(kind, int(Ks[c]))])
+                for c in np.flatnonzero(Ks >= 0)})
+        else:
+            self.stream = _RansStream(self.words, _rans_models(buf, kind, Ks, at))
 
     def take(self, contexts):
         """(q, escaped) for one pass, in the order `Encoder.add` got them."""
@@ -223,16 +240,15 @@ class Decoder:
         """For decoders that entropy-decode inside their own compiled loop (format v3): the
         arguments of `rans.step` after x and pos, prefixed by the rANS state and followed by
         the context map and alphabet; pass their status to `check`."""
-        m = self.stream.models
-        return self.stream.state, self.words, self.cmap, self.alphabet, *m.arrays
+        return self.stream.state, self.words, self.cmap, self.alphabet, *self.stream.models
 
     def check(self, status):
         self.stream.check(status)
 
 
 class _RansStream:
-    def __init__(self, words, kind, tables):
-        self.models = _models(kind, tables)
+    def __init__(self, words, models):
+        self.models = models                    # rans.Models.arrays of the section's tables
         self.words = words
         self.state = rans.start(words)
         if self.state is None:
@@ -240,7 +256,7 @@ class _RansStream:
 
     def take(self, contexts, cmap, alphabet, q, escaped):
         symbols = np.empty(contexts.size, np.int32)
-        self.check(rans.decode(self.state, self.words, contexts, cmap, *self.models.arrays,
+        self.check(rans.decode(self.state, self.words, contexts, cmap, *self.models,
                                symbols))
         _to_codes(symbols, contexts, cmap, alphabet, q, escaped)
 
@@ -306,18 +322,6 @@ def _varint(n):
             return bytes(out)
 
 
-def _read_varint(data, pos):
-    n = shift = 0
-    while True:
-        if pos >= len(data) or shift > 28:
-            raise CorruptChunkError("entropy-coded section truncated in its tables")
-        byte = data[pos]
-        n |= (byte & 0x7F) << shift
-        pos, shift = pos + 1, shift + 7
-        if not byte & 0x80:
-            return n, pos
-
-
 def _grouping(contexts, n_contexts):
     """Stable order that groups the codes by context (ascending), and the group sizes."""
     flat = np.ascontiguousarray(contexts.ravel(), np.uint8)
@@ -362,20 +366,76 @@ def _ungroup(contexts, cmap, counts, symbols, alphabet, q, escaped):
         q[i] = 0 if escaped[i] else s - alphabet[c]
 
 
-def _models(kind, tables):
-    """The rANS models of a section's tables ({context: (K, bytes)}), laid out for the
-    compiled coder."""
-    return rans.Models(MAX_CONTEXTS, {c: _rans_model(kind, codes, K)
-                                      for c, (K, codes) in tables.items()})
+_HEAD = struct.calcsize("<BQ")           # a section starts: context set and kind, mask
+_TRUNCATED, _NO_PROBABILITY = 1, 2
 
 
-@functools.lru_cache(maxsize=4096)
-def _rans_model(kind, codes, K):
-    """Tables repeat from chunk to chunk: build each distinct model once."""
-    p = kind(codes).probabilities(K)
-    if not p.any():
+@numba.njit(cache=True)
+def _parse_tables(buf, pos, octave, mask):
+    """Walk the tables of the contexts in mask from buf[pos]: (status, end, each context's
+    alphabet K (-1: no table), where its table's bytes start)."""
+    Ks, at = np.full(MAX_CONTEXTS, -1, np.int64), np.zeros(MAX_CONTEXTS, np.int64)
+    for c in range(MAX_CONTEXTS):
+        if not mask >> numba.uint64(c) & numba.uint64(1):
+            continue
+        K = shift = 0
+        while True:                             # unsigned LEB128
+            if pos >= buf.size or shift > 28:
+                return _TRUNCATED, pos, Ks, at
+            byte = np.int64(buf[pos])
+            K |= (byte & 0x7F) << shift
+            pos, shift = pos + 1, shift + 7
+            if not byte & 0x80:
+                break
+        size = 9 if not octave else 2 + 2 * (64 - _leading_zeros(K))
+        if K > QMAX or pos + size > buf.size:
+            return _TRUNCATED, pos, Ks, at
+        Ks[c], at[c], pos = K, pos, pos + size
+    return 0, pos, Ks, at
+
+
+@numba.njit(cache=True, inline="always")
+def _leading_zeros(K):
+    n = 64
+    while K:
+        n, K = n - 1, K >> 1
+    return n
+
+
+@numba.njit(cache=True)
+def _build_models(buf, octave, Ks, at):
+    """(status, the rANS models of the tables laid out as rans.Models.arrays)."""
+    cum_at, bucket_at = np.full(MAX_CONTEXTS, -1, np.int64), np.zeros(MAX_CONTEXTS, np.int64)
+    shift = np.zeros(MAX_CONTEXTS, np.int64)
+    n_cum = n_bucket = 0
+    for c in range(MAX_CONTEXTS):
+        if Ks[c] >= 0:
+            n_cum += 2 * Ks[c] + 3
+            n_bucket += 1 << rans.bucket_bits(2 * Ks[c] + 2)
+    cum, bucket = np.zeros(max(n_cum, 1), np.uint32), np.zeros(max(n_bucket, 1), np.uint16)
+    n_cum = n_bucket = 0
+    for c in range(MAX_CONTEXTS):
+        K = Ks[c]
+        if K < 0:
+            continue
+        codes = buf[at[c]:]
+        p = _octave_probabilities(codes, K) if octave else _table_probabilities(codes, K)
+        if not (p > 0).any():
+            return _NO_PROBABILITY, cum, cum_at, bucket, bucket_at, shift
+        c_, b_, shift[c] = rans.model(rans.frequencies(p))
+        cum[n_cum:n_cum + c_.size], bucket[n_bucket:n_bucket + b_.size] = c_, b_
+        cum_at[c], bucket_at[c] = n_cum, n_bucket
+        n_cum, n_bucket = n_cum + c_.size, n_bucket + b_.size
+    return 0, cum, cum_at, bucket, bucket_at, shift
+
+
+def _rans_models(buf, kind, Ks, at):
+    """The rANS models (rans.Models.arrays) of a section's tables, built in one compiled call
+    (each chunk has its own tables: building them is part of every chunk's decode)."""
+    status, *models = _build_models(buf, kind is OctaveTable, Ks, at)
+    if status:
         raise CorruptChunkError("entropy-coded section holds a table with no probability")
-    return rans.model(rans.frequencies(p))
+    return tuple(models)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -29,28 +29,99 @@ _u = numba.uint64                          # unsigned indices: no negative-index
 OK, EXHAUSTED, NO_TABLE, VERBATIM_SHORT, BAD_FLAG = range(5)
 
 
+@numba.njit(cache=True)
+def exact_sum(p):
+    """The sum of non-negative finite float64 values correctly rounded to float64 (ties to
+    even), as math.fsum gives it: the values are added exactly into a fixed-point accumulator
+    spanning the whole float64 range, so the result does not depend on their order."""
+    acc = np.zeros(_LIMBS, np.uint64)                  # 32 bits per limb, carries kept above
+    for u in p.view(np.uint64):
+        e = np.int64(u >> _u(52))                      # biased exponent; the sign bit is 0
+        m = u & _u((1 << 52) - 1)
+        if e:
+            m |= _u(1 << 52)
+        pos = max(e - 1, 0)                            # bit of m's lowest bit (2^-1074: bit 0)
+        k, sh = pos >> 5, _u(pos & 31)
+        lo, hi = (m & _u(0xFFFFFFFF)) << sh, (m >> _u(32)) << sh
+        acc[k] += lo & _u(0xFFFFFFFF)
+        acc[k + 1] += (lo >> _u(32)) + (hi & _u(0xFFFFFFFF))
+        acc[k + 2] += hi >> _u(32)
+    for k in range(_LIMBS - 1):                        # carry: every limb to 32 bits
+        acc[k + 1] += acc[k] >> _u(32)
+        acc[k] &= _u(0xFFFFFFFF)
+    top = -1                                           # the highest set bit
+    for k in range(_LIMBS - 1, -1, -1):
+        if acc[k]:
+            top = 32 * k + 63 - _leading_zeros(acc[k])
+            break
+    low = max(top - 52, 0)                             # the 53 bits kept: low ... top
+    m = 0
+    for k in range(top, low - 1, -1):
+        m = 2 * m + _bit(acc, k)
+    if low > 0 and _bit(acc, low - 1):                 # half an ulp or more below them
+        k = (low - 1) >> 5                             # sticky: any bit below that one
+        sticky = acc[k] & ((_u(1) << _u((low - 1) & 31)) - _u(1)) != 0
+        while not sticky and k > 0:
+            k -= 1
+            sticky = acc[k] != 0
+        if sticky or m & 1:
+            m += 1
+    return math.ldexp(float(m), low - 1074)
+
+
+_LIMBS = 70                                            # 2^-1074 ... 2^1024 and carries
+
+
+@numba.njit(cache=True, inline="always")
+def _leading_zeros(v):
+    n = 64
+    while v:
+        n, v = n - 1, v >> _u(1)
+    return n
+
+
+@numba.njit(cache=True, inline="always")
+def _bit(acc, k):
+    return np.int64(acc[k >> 5] >> _u(k & 31)) & 1
+
+
+@numba.njit(cache=True)
 def frequencies(p):
     """Integer frequencies summing to 2^PRECISION, every symbol at least 1, proportional to the
-    weights p (non-negative float64) with integer-exact, order-fixed arithmetic."""
+    weights p (non-negative float64, not all 0) with integer-exact, order-fixed arithmetic."""
     n = p.size
     spare = (1 << PRECISION) - n
     if not 0 < n <= spare:
-        raise ValueError(f"an alphabet of {n} symbols does not fit {PRECISION}-bit frequencies")
+        raise ValueError("the alphabet does not fit the frequencies' precision")
     p = p / p.max()                                    # no overflow or underflow below
-    total = math.fsum(p.tolist())                      # correctly rounded: the same everywhere
-    f = 1 + np.floor(p * (spare / total)).astype(np.int64)
-    f[int(np.argmax(f))] += (1 << PRECISION) - int(f.sum())   # rounding remainder to the mode
+    f = 1 + np.floor(p * (spare / exact_sum(p))).astype(np.int64)
+    f[np.argmax(f)] += (1 << PRECISION) - f.sum()      # rounding remainder to the mode
     return f
 
 
+@numba.njit(cache=True)
+def bucket_bits(n):
+    """log2 of the bucket table size of an n-symbol model: bit length of n plus 2, at most 12."""
+    bits = 2
+    while n:
+        bits, n = bits + 1, n >> 1
+    return min(_MAX_BUCKET_BITS, bits)
+
+
+@numba.njit(cache=True)
 def model(freqs):
     """(cumulative frequencies (n+1), bucket table, bucket shift) of integer frequencies."""
-    cum = np.zeros(len(freqs) + 1, np.int64)
-    np.cumsum(freqs, out=cum[1:])
-    bits = min(_MAX_BUCKET_BITS, len(freqs).bit_length() + 2)
+    n = freqs.size
+    cum = np.zeros(n + 1, np.uint32)                   # compact: cache-resident
+    for i in range(n):
+        cum[i + 1] = cum[i] + freqs[i]
+    bits = bucket_bits(n)
     shift = PRECISION - bits
-    bucket = np.searchsorted(cum, np.arange(1 << bits, dtype=np.int64) << shift, "right") - 1
-    return cum.astype(np.uint32), bucket.astype(np.uint16), shift   # compact: cache-resident
+    bucket = np.empty(1 << bits, np.uint16)           # bucket b: the symbol at b << shift
+    round_up = (1 << shift) - 1
+    for s in range(freqs.size):
+        bucket[(cum[s] + round_up) >> shift:(cum[s + 1] + round_up) >> shift] = s
+    return cum, bucket, shift
 
 
 class Models:

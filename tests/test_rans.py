@@ -1,4 +1,6 @@
 """The compiled rANS coder: exact round trips, integer models, damaged streams detected."""
+import math
+
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
@@ -55,10 +57,47 @@ def test_size_is_close_to_the_ideal_code_length():
     assert ideal <= words.nbytes <= ideal + 16
 
 
+def _reference_frequencies(p):
+    """The format's definition of the frequencies (docs/format.md), in plain Python."""
+    p = p / p.max()
+    spare = (1 << rans.PRECISION) - p.size
+    f = 1 + np.floor(p * (spare / math.fsum(p.tolist()))).astype(np.int64)
+    f[int(np.argmax(f))] += (1 << rans.PRECISION) - int(f.sum())
+    return f
+
+
 @given(p=st.lists(st.floats(0, 1e30), min_size=1, max_size=9000).filter(lambda p: sum(p) > 0))
 def test_frequencies_are_exact(p):
     f = rans.frequencies(np.array(p))
     assert f.sum() == 1 << rans.PRECISION and f.min() >= 1
+    assert np.array_equal(f, _reference_frequencies(np.array(p)))
+
+
+_TIES = [1.0, 2.0 ** -53, 2.0 ** -1074, 2.0 ** -1022, 1.0 + 2.0 ** -52, 3.0 * 2.0 ** -54]
+
+
+@given(p=st.lists(st.floats(0, 1e300) | st.sampled_from(_TIES)
+                  | st.builds(math.ldexp, st.floats(0.5, 1.0), st.integers(-1100, 1000)),
+                  min_size=1, max_size=300))
+def test_exact_sum_is_correctly_rounded(p):
+    """The sum behind the frequencies equals math.fsum's (correctly rounded, ties to even)."""
+    assert rans.exact_sum(np.array(p)) == math.fsum(p)
+
+
+def test_exact_sum_ties():
+    assert rans.exact_sum(np.array([1.0, 2.0 ** -53])) == 1.0                    # to even
+    assert rans.exact_sum(np.array([1.0 + 2.0 ** -52, 2.0 ** -53])) == 1.0 + 2.0 ** -51
+    assert rans.exact_sum(np.array([1.0, 2.0 ** -53, 2.0 ** -1074])) == 1.0 + 2.0 ** -52
+    assert rans.exact_sum(np.array([2.0 ** -1074] * 3)) == 3 * 2.0 ** -1074
+    assert rans.exact_sum(np.zeros(4)) == 0.0
+
+
+def test_model_buckets():
+    """Bucket b holds the symbol whose interval contains b << shift."""
+    f = rans.frequencies(np.random.default_rng(4).random(700) ** 8)
+    cum, bucket, shift = rans.model(f)
+    starts = np.arange(bucket.size, dtype=np.int64) << shift
+    assert np.array_equal(bucket, np.searchsorted(cum.astype(np.int64), starts, "right") - 1)
 
 
 def test_damage_is_detected():
