@@ -14,7 +14,6 @@ Sections of a coded chunk (docs/format.md):
   FEEDBACK   one int8 per interpolation pass: gain g = value/128 of the coded residuals of the
              neighbours at t-s and t+s added to the prediction (absent: 0); least squares
 """
-import functools
 import struct
 import warnings
 
@@ -327,9 +326,8 @@ def _pack_pass_values(values, default):
     return min(values.tobytes(), sparse, key=len)
 
 
-@functools.lru_cache(maxsize=256)
 def _unpack_pass_values(data, n_passes, default, name):
-    """One int8 per pass from a TAPS/FEEDBACK section (dense or sparse; read-only)."""
+    """One int8 per pass from a TAPS/FEEDBACK section (dense or sparse)."""
     values = np.frombuffer(data, np.int8)
     if values.size and values[0] == _SPARSE:
         bits = -(-n_passes // 8)
@@ -338,7 +336,6 @@ def _unpack_pass_values(data, n_passes, default, name):
             raise CorruptChunkError(f"{name} section does not match the passes")
         dense = np.full(n_passes, default, np.int8)
         dense[changed] = values[1 + bits:]
-        dense.flags.writeable = False
         return dense
     if values.size != n_passes:
         raise CorruptChunkError(f"{name} section is shorter than the passes"
@@ -644,20 +641,21 @@ def _decode_values(chunk):
             r, m = restore(np.zeros(1), np.zeros(1, np.int64))
             recon[0, 0, 0], qmag[0, 0, 0] = r[0], m[0]
         passes, head, offs = interpolation.volume_layout(recon.shape)
-        (ws, flat_ws), feedback, twoebs = _pass_parameters(recon.shape, passes, kinds, taps,
-                                                           gains, used["kinds"], eb)
+        ws, feedback, twoebs = _pass_parameters(passes, head, offs, kinds, taps, gains,
+                                                used["kinds"], eb)
         used["kinds"] += len(passes)
         if chunk.version >= 3:
             status, used["verbatim"] = interpolation.volume_decode(
                 recon.reshape(-1), qmag.reshape(-1), resid,
                 None if known is None else known.reshape(-1), first, 2.0 * eb, head, offs,
-                flat_ws, np.array([g or 0.0 for g in feedback]),
-                np.array(twoebs), edges, single, verbatim, used["verbatim"],
+                ws, feedback, twoebs, edges, single, verbatim, used["verbatim"],
                 GROUP.bit_length() - 1, FLAG_CONTEXT, *coder.compiled())
             coder.check(status)
             continue
+        ws = np.split(ws, head[1:, 8])
         for p, w, gain, twoeb in zip(passes, ws, feedback, twoebs):     # formats v1 and v2
             geometry = interpolation.geometry(recon.shape, p, known)
+            w, gain = w.reshape(4, -1), gain if gain else None
             ctx, flag_ctx = _pass_contexts(recon, qmag, geometry, p, eb)
             q, esc = _take_in_runs(coder, ctx, flag_ctx)
             if used["verbatim"] + np.count_nonzero(esc) > verbatim.size:
@@ -671,31 +669,18 @@ def _decode_values(chunk):
     return _finish(out, chunk)
 
 
-def _pass_parameters(shape, passes, kinds, taps, gains, k, eb):
-    """Per pass of a volume whose first pass has index k in the chunk's per-pass sections:
-    the weights (a tuple, and end to end as `interpolation.volume_decode` takes them), the
-    feedback gain (None: none) and twice the level bound."""
+def _pass_parameters(passes, head, offs, kinds, taps, gains, k, eb):
+    """Per pass of a volume whose first pass has index k in the chunk's per-pass sections,
+    as `interpolation.volume_decode` takes them: the weights end to end, the feedback gains
+    (0: none) and twice the level bounds."""
     n = len(passes)
     if k + n > kinds.size:
         raise CorruptChunkError("interpolation-kind section is shorter than the passes")
-    ws = _pass_weights(tuple(shape), kinds[k:k + n].tobytes(),
-                       None if taps is None else taps[k:k + n].tobytes())
-    feedback = [None] * n if gains is None else \
-        [g / FEEDBACK_UNIT if g else None for g in gains[k:k + n].tolist()]
-    return ws, feedback, [2.0 * level_bound(eb, p) for p in passes]
-
-
-@functools.lru_cache(maxsize=256)
-def _pass_weights(shape, kinds, taps):
-    """(weights of each pass, all of them end to end) for the passes' kinds and taps (bytes):
-    chunks of a dataset mostly repeat them."""
-    taps = None if taps is None else np.frombuffer(taps, np.int8)
-    ws = tuple(interpolation.weights(shape[p.axis], p.stride, bool(kind),
-                                     CUBIC_TAP if taps is None else int(taps[k]))
-               for k, (p, kind) in enumerate(zip(interpolation.volume_layout(shape)[0], kinds)))
-    flat = np.concatenate([w.ravel() for w in ws])
-    flat.flags.writeable = False
-    return ws, flat
+    ws = interpolation.volume_weights(head, kinds[k:k + n],
+                                      None if taps is None else taps[k:k + n], offs.size)
+    feedback = np.zeros(n) if gains is None else gains[k:k + n] / FEEDBACK_UNIT
+    twoebs = 2.0 * np.array([level_bound(eb, p) for p in passes])
+    return ws, feedback, twoebs
 
 
 def _block_side(chunk):

@@ -55,20 +55,44 @@ def weights(n, s, cubic, tap=CUBIC_TAP):
     shaped (4, count): where all four exist (-a, 1/2 + a, 1/2 + a, -a) with a = tap / 256
     (cubic: 1/16), else quadratic, linear or extrapolated; `cubic=False` asks for linear
     inside and the nearest value at the far end.  All weights are dyadic rationals."""
-    t = np.arange(s, n, 2 * s)
-    has_a, has_c, has_d = t - 3 * s >= 0, t + s < n, t + 3 * s < n
-    if not cubic:
-        has_a = has_d = np.zeros(t.size, bool)
-    w = np.zeros((4, t.size))
-    a = tap / TAP_UNIT
-    w[:, has_a & has_c & has_d] = np.array([-a, 0.5 + a, 0.5 + a, -a])[:, None]
-    w[:, ~has_a & has_c & has_d] = np.array([0, 3 / 8, 6 / 8, -1 / 8])[:, None]
-    w[:, has_a & has_c & ~has_d] = np.array([-1 / 8, 6 / 8, 3 / 8, 0])[:, None]
-    w[:, ~has_a & has_c & ~has_d] = np.array([0, 1 / 2, 1 / 2, 0])[:, None]
-    w[:, ~has_c & has_a] = np.array([-1 / 2, 3 / 2, 0, 0])[:, None]
-    w[:, ~has_c & ~has_a] = np.array([0, 1, 0, 0])[:, None]
+    w = np.empty((4, len(range(s, n, 2 * s))))
+    _weights_into(w, n, s, cubic, tap)
     w.flags.writeable = False
     return w
+
+
+@numba.njit(cache=True)
+def _weights_into(w, n, s, cubic, tap):
+    a = tap / TAP_UNIT
+    for i in range(w.shape[1]):
+        t = s + 2 * s * i
+        has_a, has_c, has_d = cubic and t - 3 * s >= 0, t + s < n, cubic and t + 3 * s < n
+        if has_c and has_a and has_d:
+            w[0, i], w[1, i], w[2, i], w[3, i] = -a, 0.5 + a, 0.5 + a, -a
+        elif has_c and has_d:
+            w[0, i], w[1, i], w[2, i], w[3, i] = 0.0, 3 / 8, 6 / 8, -1 / 8
+        elif has_c and has_a:
+            w[0, i], w[1, i], w[2, i], w[3, i] = -1 / 8, 6 / 8, 3 / 8, 0.0
+        elif has_c:
+            w[0, i], w[1, i], w[2, i], w[3, i] = 0.0, 0.5, 0.5, 0.0
+        elif has_a:
+            w[0, i], w[1, i], w[2, i], w[3, i] = -0.5, 1.5, 0.0, 0.0
+        else:
+            w[0, i], w[1, i], w[2, i], w[3, i] = 0.0, 1.0, 0.0, 0.0
+
+
+@numba.njit(cache=True)
+def volume_weights(head, kinds, taps, size):
+    """The weights of a volume's passes end to end, laid out as `volume_layout`'s offsets:
+    pass k cubic where kinds[k] (else linear), with tap taps[k] (None: the cubic's)."""
+    out = np.empty(size)
+    for k in range(head.shape[0]):
+        at = head[k, 8]
+        end = size if k + 1 == head.shape[0] else head[k + 1, 8]
+        tap = CUBIC_TAP if taps is None else taps[k]
+        _weights_into(out[at:end].reshape((4, (end - at) // 4)), head[k, 10], head[k, 11],
+                      kinds[k] != 0, tap)
+    return out
 
 
 @functools.lru_cache(maxsize=256)
@@ -414,13 +438,14 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, level, edge
 @functools.lru_cache(maxsize=64)
 def volume_layout(shape):
     """The passes of a volume and their layout as `volume_decode` takes it: per pass (base,
-    grid[0:7], start of its neighbour offsets in `offs`, level), and the offsets end to end."""
+    grid[0:7], start of its neighbour offsets in `offs`, level, length of its axis, stride),
+    and the offsets end to end."""
     passes_ = tuple(passes(shape))
     layouts = [_layout(tuple(shape), p) for p in passes_]
-    head = np.empty((len(passes_), 10), np.int64)
+    head = np.empty((len(passes_), 12), np.int64)
     at = 0
     for k, (p, (base, grid, off)) in enumerate(zip(passes_, layouts)):
-        head[k] = base, *grid, at, p.level
+        head[k] = base, *grid, at, p.level, shape[p.axis], p.stride
         at += off.size
     offs = np.concatenate([off.ravel() for _, _, off in layouts]) if layouts else np.zeros(0, np.int64)
     head.flags.writeable = offs.flags.writeable = False
