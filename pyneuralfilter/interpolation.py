@@ -306,13 +306,15 @@ def pass_restore(recon, qmag, resid, known, base, grid, off, w, gain, q, escaped
 
 @numba.njit(cache=True, inline="always")
 def _restore(recon, qmag, resid, f, o, w, gain, v, twoeb, single):
-    """Target f decoded from its code v (see `pass_restore`); o, w from `_taps`."""
-    r = v * twoeb
+    """Target f decoded from its code v (see `pass_restore`); o, w from `_taps`.  v None:
+    code 0 of an unflagged run, where qmag and resid keep the 0 they start with."""
+    r = 0.0 * twoeb if v is None else v * twoeb
     p = _predict(recon, resid, f, o, w, gain) + r
     recon[f] = np.float64(np.float32(p)) if single else p
-    qmag[f] = min(abs(v), 2)
-    if resid is not None:
-        resid[f] = r
+    if v is not None:
+        qmag[f] = min(abs(v), 2)
+        if resid is not None:
+            resid[f] = r
 
 
 @numba.njit(cache=True)
@@ -410,7 +412,7 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, level, edge
                 i2 += n
                 if not flagged:
                     for g in range(f, f + n * step, step):
-                        _restore(recon, qmag, resid, g, o, ww, gain, 0, twoeb, single)
+                        _restore(recon, qmag, resid, g, o, ww, gain, None, twoeb, single)
                     continue
                 for g in range(f, f + n * step, step):
                     c, _ = _context(recon, qmag, _u(g + o[1]), _u(g + o[2]), level, edges)
