@@ -341,25 +341,29 @@ def _same_taps(off, w, a, b):
 @numba.njit(cache=True)
 def _busiest(qmag, known, base, grid, off, run_bits):
     """Largest neighbour-magnitude term of each run of 2^run_bits targets."""
-    out = np.empty(((pass_size(known, base, grid, off) - 1) >> run_bits) + 1, np.int64)
+    out = np.zeros(((pass_size(known, base, grid, off) - 1) >> run_bits) + 1, np.int64)
     mask = (1 << run_bits) - 1
-    m = 0                                               # the current run's, in a register
     i = 0
-    axis = grid[6]
+    axis, step = grid[6], _u(grid[5])
     for i0 in range(grid[0]):
         for i1 in range(grid[1]):
             row = base + i0 * grid[3] + i1 * grid[4]
-            for i2 in range(grid[2]):
-                f = row + i2 * grid[5]
-                if known is not None and known[_u(f)]:
+            i2 = 0
+            while i2 < grid[2]:                     # stretches of a run along the row
+                f = _u(row + i2 * grid[5])
+                if known is not None and known[f]:
+                    i2 += 1
                     continue
-                j = _u(i0 if axis == 0 else (i1 if axis == 1 else i2))
-                m = max(m, qmag[_u(f + off[1, j])] + qmag[_u(f + off[2, j])])
-                if i & mask == mask:
-                    out[i >> run_bits], m = min(m, 2), 0
-                i += 1
-    if i & mask:
-        out[i >> run_bits] = min(m, 2)
+                n = 1 if known is not None else min(grid[2] - i2, mask + 1 - (i & mask))
+                m = 0
+                for t in range(n):
+                    j = _u(i0 if axis == 0 else (i1 if axis == 1 else i2 + t))
+                    g = f + _u(t) * step
+                    m = max(m, qmag[_u(g + off[1, j])] + qmag[_u(g + off[2, j])])
+                r = i >> run_bits
+                out[r] = max(out[r], min(m, 2))
+                i += n
+                i2 += n
     return out
 
 
