@@ -387,19 +387,11 @@ def _parse_tables(buf, pos, octave, mask):
             pos, shift = pos + 1, shift + 7
             if not byte & 0x80:
                 break
-        size = 9 if not octave else 2 + 2 * (64 - _leading_zeros(K))
+        size = 9 if not octave else 2 + 2 * rans.bit_length(K)
         if K > QMAX or pos + size > buf.size:
             return _TRUNCATED, pos, Ks, at
         Ks[c], at[c], pos = K, pos, pos + size
     return 0, pos, Ks, at
-
-
-@numba.njit(cache=True, inline="always")
-def _leading_zeros(K):
-    n = 64
-    while K:
-        n, K = n - 1, K >> 1
-    return n
 
 
 @numba.njit(cache=True)

@@ -31,12 +31,12 @@ OK, EXHAUSTED, NO_TABLE, VERBATIM_SHORT, BAD_FLAG = range(5)
 
 @numba.njit(cache=True)
 def exact_sum(p):
-    """The sum of non-negative finite float64 values correctly rounded to float64 (ties to
-    even), as math.fsum gives it: the values are added exactly into a fixed-point accumulator
-    spanning the whole float64 range, so the result does not depend on their order."""
+    """The sum of non-negative finite float64 values (a contiguous array) correctly rounded to
+    float64 (ties to even), as math.fsum gives it: the values are added exactly into a
+    fixed-point accumulator spanning the whole float64 range, so the order does not matter."""
     acc = np.zeros(_LIMBS, np.uint64)                  # 32 bits per limb, carries kept above
     for u in p.view(np.uint64):
-        e = np.int64(u >> _u(52))                      # biased exponent; the sign bit is 0
+        e = np.int64((u >> _u(52)) & _u(0x7FF))        # biased exponent (signs ignored)
         m = u & _u((1 << 52) - 1)
         if e:
             m |= _u(1 << 52)
@@ -52,7 +52,7 @@ def exact_sum(p):
     top = -1                                           # the highest set bit
     for k in range(_LIMBS - 1, -1, -1):
         if acc[k]:
-            top = 32 * k + 63 - _leading_zeros(acc[k])
+            top = 32 * k + bit_length(np.int64(acc[k])) - 1
             break
     low = max(top - 52, 0)                             # the 53 bits kept: low ... top
     m = 0
@@ -73,11 +73,12 @@ _LIMBS = 70                                            # 2^-1074 ... 2^1024 and 
 
 
 @numba.njit(cache=True, inline="always")
-def _leading_zeros(v):
-    n = 64
-    while v:
-        n, v = n - 1, v >> _u(1)
-    return n
+def bit_length(n):
+    """int.bit_length of n >= 0."""
+    bits = 0
+    while n:
+        bits, n = bits + 1, n >> 1
+    return bits
 
 
 @numba.njit(cache=True, inline="always")
@@ -102,10 +103,7 @@ def frequencies(p):
 @numba.njit(cache=True)
 def bucket_bits(n):
     """log2 of the bucket table size of an n-symbol model: bit length of n plus 2, at most 12."""
-    bits = 2
-    while n:
-        bits, n = bits + 1, n >> 1
-    return min(_MAX_BUCKET_BITS, bits)
+    return min(_MAX_BUCKET_BITS, bit_length(n) + 2)
 
 
 @numba.njit(cache=True)
