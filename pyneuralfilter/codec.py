@@ -14,6 +14,7 @@ Sections of a coded chunk (docs/format.md):
   FEEDBACK   one int8 per interpolation pass: gain g = value/128 of the coded residuals of the
              neighbours at t-s and t+s added to the prediction (absent: 0); least squares
 """
+import functools
 import struct
 import warnings
 
@@ -214,7 +215,11 @@ def _volumes(shape):
 
 def level_bound(eb, p):
     """Coarse levels are coded tighter (few points, and finer levels are predicted from them)."""
-    return eb / min(1.25 ** (p.stride.bit_length() - 1), 3.0)
+    return eb / _level_divisor(p)
+
+
+def _level_divisor(p):
+    return min(1.25 ** (p.stride.bit_length() - 1), 3.0)
 
 
 def _magnitude(q, esc):
@@ -328,20 +333,34 @@ def _pack_pass_values(values, default):
 
 def _unpack_pass_values(data, n_passes, default, name):
     """One int8 per pass from a TAPS/FEEDBACK section (dense or sparse)."""
-    values = np.frombuffer(data, np.int8)
-    if values.size and values[0] == _SPARSE:
-        bits = -(-n_passes // 8)
-        changed = np.unpackbits(values[1:1 + bits].view(np.uint8))[:n_passes].astype(bool)
-        if values.size < 1 + bits or values.size != 1 + bits + changed.sum():
-            raise CorruptChunkError(f"{name} section does not match the passes")
-        dense = np.full(n_passes, default, np.int8)
-        dense[changed] = values[1 + bits:]
-        return dense
-    if values.size != n_passes:
-        raise CorruptChunkError(f"{name} section is shorter than the passes"
-                                if values.size < n_passes else
-                                f"{name} section does not match the passes")
+    status, values = _dense_pass_values(np.frombuffer(data, np.int8), n_passes, default)
+    if status:
+        raise CorruptChunkError(f"{name} section is shorter than the passes" if status == 1
+                                else f"{name} section does not match the passes")
     return values
+
+
+@numba.njit(cache=True)
+def _dense_pass_values(values, n, default):
+    """(status: 0 ok, 1 short, 2 mismatched; the n values): dense, n bytes; sparse, _SPARSE,
+    a bit per pass (most significant first) marking the values that are not `default`, then
+    those values."""
+    dense = np.full(n, default, np.int8)
+    if values.size == 0 or values[0] != _SPARSE:
+        if values.size != n:
+            return 1 if values.size < n else 2, dense
+        dense[:] = values
+        return 0, dense
+    bits = (n + 7) // 8
+    if values.size < 1 + bits:
+        return 2, dense
+    at = 1 + bits
+    for i in range(n):
+        if values[1 + i // 8] >> (7 - i % 8) & 1:
+            if at == values.size:
+                return 2, dense
+            dense[i], at = values[at], at + 1
+    return (0 if at == values.size else 2), dense
 
 
 def _fitted(x, p0, p1, unit, default):
@@ -679,8 +698,15 @@ def _pass_parameters(passes, head, offs, kinds, taps, gains, k, eb):
     ws = interpolation.volume_weights(head, kinds[k:k + n],
                                       None if taps is None else taps[k:k + n], offs.size)
     feedback = np.zeros(n) if gains is None else gains[k:k + n] / FEEDBACK_UNIT
-    twoebs = 2.0 * np.array([level_bound(eb, p) for p in passes])
-    return ws, feedback, twoebs
+    return ws, feedback, 2.0 * (eb / _level_divisors(passes))
+
+
+@functools.lru_cache(maxsize=64)
+def _level_divisors(passes):
+    """eb / level_bound(eb, p) for each pass (a read-only array per volume shape)."""
+    out = np.array([_level_divisor(p) for p in passes])
+    out.flags.writeable = False
+    return out
 
 
 def _block_side(chunk):

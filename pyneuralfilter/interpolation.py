@@ -157,17 +157,18 @@ def pass_size(known, base, grid, off):
 GRADIENT_EDGES = (1.0, 4.0, 16.0)
 
 
+@numba.njit(cache=True)
 def gradient_thresholds(eb):
     """For each edge k of the gradient buckets, the smallest d >= 0 with fl(d / eb) >= k:
     comparing d with it equals comparing the rounded quotient with k (division is monotone),
     without a division per target."""
-    out = []
-    for k in GRADIENT_EDGES:
+    out = np.empty(len(GRADIENT_EDGES))
+    for i, k in enumerate(GRADIENT_EDGES):
         d = k * eb                                     # exact: eb <= 2^1000 (codec checks)
         while d > 0 and np.nextafter(d, 0.0) / eb >= k:
             d = np.nextafter(d, 0.0)
-        out.append(d)
-    return np.array(out)
+        out[i] = d
+    return out
 
 
 @numba.njit(cache=True, inline="always")
