@@ -63,12 +63,15 @@ class Table:
         return cls([_code(c / n) for c in counts] + [theta])
 
     def probabilities(self, K):
-        return _table_probabilities(np.frombuffer(self.codes, np.uint8), K)
+        p = np.empty(2 * K + 2)
+        _table_probabilities(np.frombuffer(self.codes, np.uint8), K, p)
+        return p
 
 
 @numba.njit(cache=True)
-def _table_probabilities(codes, K):
-    p = np.zeros(2 * K + 2)
+def _table_probabilities(codes, K, p):
+    """The weights of a `Table`'s alphabet into p (2K + 2 values)."""
+    p[:] = 0.0
     p[K] = _freq(codes[0])
     if K >= 1:
         p[K + 1], p[K - 1] = _freq(codes[1]), _freq(codes[2])
@@ -82,7 +85,6 @@ def _table_probabilities(codes, K):
         p[K + 3 + k], p[K - 3 - k] = fpt * g, fmt * g
         c *= theta
     p[2 * K + 1] = _freq(codes[7])
-    return p
 
 
 class OctaveTable:
@@ -109,12 +111,15 @@ class OctaveTable:
         return cls(codes)
 
     def probabilities(self, K):
-        return _octave_probabilities(np.frombuffer(self.codes, np.uint8), K)
+        p = np.empty(2 * K + 2)
+        _octave_probabilities(np.frombuffer(self.codes, np.uint8), K, p)
+        return p
 
 
 @numba.njit(cache=True)
-def _octave_probabilities(codes, K):
-    p = np.zeros(2 * K + 2)
+def _octave_probabilities(codes, K, p):
+    """The weights of an `OctaveTable`'s alphabet into p (2K + 2 values)."""
+    p[:] = 0.0
     p[K], p[2 * K + 1] = _freq(codes[0]), _freq(codes[1])
     b = 1
     while 1 << (b - 1) <= K:                    # b = 1 ... bit length of K
@@ -123,7 +128,6 @@ def _octave_probabilities(codes, K):
         p[K + lo:K + hi + 1] = _freq(codes[2 * b]) / width
         p[K - hi:K - lo + 1] = _freq(codes[2 * b + 1]) / width
         b += 1
-    return p
 
 
 TABLES = (Table, OctaveTable)          # the kind is bit 7 of a CODES section's first byte
@@ -405,19 +409,24 @@ def _build_models(buf, octave, Ks, at):
             n_cum += 2 * Ks[c] + 3
             n_bucket += 1 << rans.bucket_bits(2 * Ks[c] + 2)
     cum, bucket = np.zeros(max(n_cum, 1), np.uint32), np.zeros(max(n_bucket, 1), np.uint16)
+    p, f = np.empty(2 * QMAX + 2), np.empty(2 * QMAX + 2, np.int64)     # scratch
     n_cum = n_bucket = 0
     for c in range(MAX_CONTEXTS):
         K = Ks[c]
         if K < 0:
             continue
-        codes = buf[at[c]:]
-        p = _octave_probabilities(codes, K) if octave else _table_probabilities(codes, K)
-        if not (p > 0).any():
+        n, n_b = 2 * K + 2, 1 << rans.bucket_bits(2 * K + 2)
+        if octave:
+            _octave_probabilities(buf[at[c]:], K, p[:n])
+        else:
+            _table_probabilities(buf[at[c]:], K, p[:n])
+        if not (p[:n] > 0).any():
             return _NO_PROBABILITY, cum, cum_at, bucket, bucket_at, shift
-        c_, b_, shift[c] = rans.model(rans.frequencies(p))
-        cum[n_cum:n_cum + c_.size], bucket[n_bucket:n_bucket + b_.size] = c_, b_
+        rans.frequencies_into(p[:n], f[:n])
+        shift[c] = rans.model_into(f[:n], cum[n_cum:n_cum + n + 1],
+                                   bucket[n_bucket:n_bucket + n_b])
         cum_at[c], bucket_at[c] = n_cum, n_bucket
-        n_cum, n_bucket = n_cum + c_.size, n_bucket + b_.size
+        n_cum, n_bucket = n_cum + n + 1, n_bucket + n_b
     return 0, cum, cum_at, bucket, bucket_at, shift
 
 

@@ -90,14 +90,25 @@ def _bit(acc, k):
 def frequencies(p):
     """Integer frequencies summing to 2^PRECISION, every symbol at least 1, proportional to the
     weights p (non-negative float64, not all 0) with integer-exact, order-fixed arithmetic."""
+    f = np.empty(p.size, np.int64)
+    frequencies_into(p.copy(), f)
+    return f
+
+
+@numba.njit(cache=True)
+def frequencies_into(p, f):
+    """`frequencies` of p into f, without allocating (p is overwritten)."""
     n = p.size
     spare = (1 << PRECISION) - n
     if not 0 < n <= spare:
         raise ValueError("the alphabet does not fit the frequencies' precision")
-    p = p / p.max()                                    # no overflow or underflow below
-    f = 1 + np.floor(p * (spare / exact_sum(p))).astype(np.int64)
+    top = p.max()
+    for i in range(n):
+        p[i] = p[i] / top                              # no overflow or underflow below
+    scale = spare / exact_sum(p)
+    for i in range(n):
+        f[i] = 1 + np.int64(np.floor(p[i] * scale))
     f[np.argmax(f)] += (1 << PRECISION) - f.sum()      # rounding remainder to the mode
-    return f
 
 
 @numba.njit(cache=True)
@@ -109,17 +120,22 @@ def bucket_bits(n):
 @numba.njit(cache=True)
 def model(freqs):
     """(cumulative frequencies (n+1), bucket table, bucket shift) of integer frequencies."""
-    n = freqs.size
-    cum = np.zeros(n + 1, np.uint32)                   # compact: cache-resident
-    for i in range(n):
+    cum = np.empty(freqs.size + 1, np.uint32)          # compact: cache-resident
+    bucket = np.empty(1 << bucket_bits(freqs.size), np.uint16)
+    return cum, bucket, model_into(freqs, cum, bucket)
+
+
+@numba.njit(cache=True)
+def model_into(freqs, cum, bucket):
+    """`model` into cum (n+1) and bucket (2^bucket_bits(n)); returns the bucket shift."""
+    cum[0] = 0
+    for i in range(freqs.size):
         cum[i + 1] = cum[i] + freqs[i]
-    bits = bucket_bits(n)
-    shift = PRECISION - bits
-    bucket = np.empty(1 << bits, np.uint16)           # bucket b: the symbol at b << shift
-    round_up = (1 << shift) - 1
+    shift = PRECISION - bucket_bits(freqs.size)
+    round_up = (1 << shift) - 1                        # bucket b: the symbol at b << shift
     for s in range(freqs.size):
         bucket[(cum[s] + round_up) >> shift:(cum[s + 1] + round_up) >> shift] = s
-    return cum, bucket, shift
+    return shift
 
 
 class Models:
