@@ -380,6 +380,7 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, level, edge
     busiest = _busiest(qmag, known, base, grid, off, run_bits)
     lo, hi = _interior(off, w)
     inner = _taps(off, w, lo)
+    edge = (edges[0], edges[1], edges[2])              # in registers
     x, y, pos = state[0], state[1], np.int64(state[2])
     mask = (1 << run_bits) - 1
     flagged = 0
@@ -420,7 +421,7 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, level, edge
                         _restore(recon, qmag, resid, g, o, ww, gain, None, twoeb, single)
                     continue
                 for g in range(f, f + n * step, step):
-                    c, _ = _context(recon, qmag, _u(g + o[1]), _u(g + o[2]), level, edges)
+                    c, _ = _context(recon, qmag, _u(g + o[1]), _u(g + o[2]), level, edge)
                     c = cmap[c]
                     if cum_at[c] < 0:
                         return rans.NO_TABLE, used
