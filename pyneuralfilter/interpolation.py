@@ -381,6 +381,10 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, level, edge
     lo, hi = _interior(off, w)
     inner = _taps(off, w, lo)
     edge = (edges[0], edges[1], edges[2])              # in registers
+    models = np.empty((12, 4), np.int64)               # the level's 12 contexts: their models
+    for r in range(12):
+        c = cmap[12 * level + r]
+        models[r] = cum_at[c], bucket_at[c], shift[c], alphabet[c]
     x, y, pos = state[0], state[1], np.int64(state[2])
     mask = (1 << run_bits) - 1
     flagged = 0
@@ -421,16 +425,17 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, level, edge
                         _restore(recon, qmag, resid, g, o, ww, gain, None, twoeb, single)
                     continue
                 for g in range(f, f + n * step, step):
-                    c, _ = _context(recon, qmag, _u(g + o[1]), _u(g + o[2]), level, edge)
-                    c = cmap[c]
-                    if cum_at[c] < 0:
+                    c, _ = _context(recon, qmag, _u(g + o[1]), _u(g + o[2]), 0, edge)  # in level
+                    if models[c, 0] < 0:
                         return rans.NO_TABLE, used
-                    s, x, y = rans.step(x, y, c, cum, cum_at, bucket, bucket_at, shift)
+                    s, x, y = rans.step_at(x, y, models[c, 0], models[c, 1], models[c, 2], cum,
+                                           bucket)
                     if y < rans.L:
                         y = (y << _u(32)) | (_u(words[_u(pos)]) if pos < words.size else _u(0))
                         pos += 1
-                    v = s - alphabet[c]
-                    if v <= alphabet[c]:
+                    k = models[c, 3]
+                    v = s - k
+                    if v <= k:
                         _restore(recon, qmag, resid, g, o, ww, gain, v, twoeb, single)
                     elif used < verbatim.size:              # the escape symbol 2K+1
                         recon[g], qmag[g] = verbatim[used], 2

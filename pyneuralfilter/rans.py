@@ -197,9 +197,15 @@ def step(x, y, c, cum, cum_at, bucket, bucket_at, shift):
             y = (y << 32) | (words[pos] if pos < words.size else 0)
             pos += 1
     """
-    base = _u(cum_at[c])
+    return step_at(x, y, cum_at[c], bucket_at[c], shift[c], cum, bucket)
+
+
+@numba.njit(cache=True, inline="always")
+def step_at(x, y, cum_at, bucket_at, shift, cum, bucket):
+    """`step` with the context's model given by its offsets and shift."""
+    base = _u(cum_at)
     slot = x & _MASK
-    s = _u(bucket[_u(bucket_at[c]) + (slot >> _u(shift[c]))])
+    s = _u(bucket[_u(bucket_at) + (slot >> _u(shift))])
     while cum[base + s + _u(1)] <= slot:
         s += _u(1)
     start = _u(cum[base + s])
