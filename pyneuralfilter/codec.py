@@ -660,8 +660,8 @@ def _decode_values(chunk):
             r, m = restore(np.zeros(1), np.zeros(1, np.int64))
             recon[0, 0, 0], qmag[0, 0, 0] = r[0], m[0]
         passes, head, offs = interpolation.volume_layout(recon.shape)
-        ws, feedback, twoebs = _pass_parameters(recon.shape, kinds, taps, gains, used["kinds"],
-                                                eb)
+        ws, feedback, twoebs = _pass_parameters(recon.shape, head, offs, kinds, taps, gains,
+                                                used["kinds"], eb)
         used["kinds"] += len(passes)
         if chunk.version >= 3:
             status, used["verbatim"] = interpolation.volume_decode(
@@ -688,12 +688,11 @@ def _decode_values(chunk):
     return _finish(out, chunk)
 
 
-def _pass_parameters(shape, kinds, taps, gains, k, eb):
-    """Per pass of a volume whose first pass has index k in the chunk's per-pass sections,
-    as `interpolation.volume_decode` takes them: the weights end to end, the feedback gains
-    (0: none) and twice the level bounds."""
-    passes, head, offs = interpolation.volume_layout(shape)
-    n = len(passes)
+def _pass_parameters(shape, head, offs, kinds, taps, gains, k, eb):
+    """Per pass of a volume (head, offs: its `interpolation.volume_layout`) whose first pass
+    has index k in the chunk's per-pass sections, as `interpolation.volume_decode` takes them:
+    the weights end to end, the feedback gains (0: none) and twice the level bounds."""
+    n = head.shape[0]
     if k + n > kinds.size:
         raise CorruptChunkError("interpolation-kind section is shorter than the passes")
     ws = interpolation.volume_weights(head, kinds[k:k + n],

@@ -182,7 +182,7 @@ class Encoder:
             bits = 0.0
             for c, h in histograms.items():
                 p = tables[c].probabilities(K[c])
-                p = np.maximum(p / p.sum(), 2.0 ** -24)  # constriction keeps all symbols codable
+                p = np.maximum(p / p.sum(), 2.0 ** -24)  # rans.frequencies: every f >= 1
                 bits += float(h @ -np.log2(p[:-1])) - escapes[c] * np.log2(p[-1])
             head = struct.pack("<BQ", index | TABLES.index(kind) << 7, sum(1 << c for c in K)) + \
                 b"".join(_varint(K[c]) + tables[c].codes for c in K)
@@ -190,10 +190,9 @@ class Encoder:
 
     def _code(self, cmap, K, kind, tables, head, _):
         buf = np.frombuffer(head, np.uint8)
-        models = _rans_models(buf, kind, *_parse_tables(buf, _HEAD, kind is OctaveTable,
-                                                        np.uint64(sum(1 << c for c in K)))[2:])
-        alphabet = np.zeros(MAX_CONTEXTS, np.int64)
-        alphabet[list(K)] = list(K.values())
+        _, Ks, at = _section_tables(buf, kind)          # as the decoder will read them
+        models = _rans_models(buf, kind, Ks, at)
+        alphabet = np.maximum(Ks, 0)
         contexts = np.concatenate([cmap[c] for c, _, _ in self.passes])
         q = np.concatenate([q for _, q, _ in self.passes])
         escaped = np.concatenate([e for _, _, e in self.passes])
@@ -207,16 +206,14 @@ class Decoder:
 
     def __init__(self, data, maps, legacy=False):
         try:
-            index, mask = struct.unpack_from("<BQ", data)
+            index = data[0]
             kind = TABLES[index >> 7]
             self.cmap = np.asarray(maps[index & 0x7F], np.uint8)
-        except (struct.error, IndexError):
+        except IndexError:
             raise CorruptChunkError("entropy-coded section truncated or names an unknown "
                                     "context set") from None
         buf = np.frombuffer(data, np.uint8)
-        status, pos, Ks, at = _parse_tables(buf, _HEAD, kind is OctaveTable, np.uint64(mask))
-        if status:
-            raise CorruptChunkError("entropy-coded section truncated in its tables")
+        pos, Ks, at = _section_tables(buf, kind)
         self.alphabet = np.maximum(Ks, 0)
         words = data[pos:]
         if len(words) % 4:
@@ -252,7 +249,7 @@ class Decoder:
 
 class _RansStream:
     def __init__(self, words, models):
-        self.models = models                    # rans.Models.arrays of the section's tables
+        self.models = models                    # the tables' models, laid out as rans.py says
         self.words = words
         self.state = rans.start(words)
         if self.state is None:
@@ -400,7 +397,8 @@ def _parse_tables(buf, pos, octave, mask):
 
 @numba.njit(cache=True)
 def _build_models(buf, octave, Ks, at):
-    """(status, the rANS models of the tables laid out as rans.Models.arrays)."""
+    """(status, the rANS models of the tables: cum, cum_at, bucket, bucket_at, shift as laid
+    out in rans.py)."""
     cum_at, bucket_at = np.full(MAX_CONTEXTS, -1, np.int64), np.zeros(MAX_CONTEXTS, np.int64)
     shift = np.zeros(MAX_CONTEXTS, np.int64)
     n_cum = n_bucket = 0
@@ -430,8 +428,20 @@ def _build_models(buf, octave, Ks, at):
     return 0, cum, cum_at, bucket, bucket_at, shift
 
 
+def _section_tables(buf, kind):
+    """(end of the tables, each context's K (-1: no table), where its table starts) of a
+    section whose head (context set and kind, 64-bit mask of the contexts coded) is in buf."""
+    if buf.size < _HEAD:
+        raise CorruptChunkError("entropy-coded section truncated or names an unknown context set")
+    mask = np.uint64(struct.unpack_from("<Q", buf, 1)[0])
+    status, pos, Ks, at = _parse_tables(buf, _HEAD, kind is OctaveTable, mask)
+    if status:
+        raise CorruptChunkError("entropy-coded section truncated in its tables")
+    return pos, Ks, at
+
+
 def _rans_models(buf, kind, Ks, at):
-    """The rANS models (rans.Models.arrays) of a section's tables, built in one compiled call
+    """The rANS models (laid out as rans.py says) of a section's tables, built in one compiled call
     (each chunk has its own tables: building them is part of every chunk's decode)."""
     status, *models = _build_models(buf, kind is OctaveTable, Ks, at)
     if status:

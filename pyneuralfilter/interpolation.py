@@ -339,6 +339,14 @@ def _same_taps(off, w, a, b):
     return True
 
 
+@numba.njit(cache=True, inline="always")
+def _stretch(known, grid, i2, i, mask):
+    """How many targets from i2 on along the row (the i-th target of the pass) lie in the same
+    run of mask + 1: the stretch `_busiest` and `pass_decode` take at once (1 where some
+    points are known: each is checked on its own)."""
+    return 1 if known is not None else min(grid[2] - i2, mask + 1 - (i & mask))
+
+
 @numba.njit(cache=True)
 def _busiest(qmag, known, base, grid, off, run_bits):
     """Largest neighbour-magnitude term of each run of 2^run_bits targets."""
@@ -355,7 +363,7 @@ def _busiest(qmag, known, base, grid, off, run_bits):
                 if known is not None and known[f]:
                     i2 += 1
                     continue
-                n = 1 if known is not None else min(grid[2] - i2, mask + 1 - (i & mask))
+                n = _stretch(known, grid, i2, i, mask)
                 m = 0
                 for t in range(n):
                     j = _u(i0 if axis == 0 else (i1 if axis == 1 else i2 + t))
@@ -412,9 +420,9 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, level, edge
                         return rans.BAD_FLAG, used
                 # a stretch of targets along the row with one flag and the same taps
                 j = _u(i0 if axis == 0 else (i1 if axis == 1 else i2))
-                n = _u(min(grid[2] - i2, mask + 1 - (i & mask)))
-                if known is not None or (axis == 2 and not (lo <= j and j < hi)):
-                    n = _u(1)
+                n = _u(_stretch(known, grid, i2, i, mask))
+                if axis == 2 and not (lo <= j and j < hi):
+                    n = _u(1)                               # an edge target: its own taps
                 elif axis == 2:
                     n = min(n, hi - j)
                 o, ww = inner if lo <= j and j < hi else _taps(off, w, j)
@@ -473,7 +481,8 @@ def volume_decode(recon, qmag, resid, known, first, twoeb, head, offs, ws, gains
     context 0, bound twoeb / 2), then `pass_decode` for every pass: head and offs from
     `volume_layout`, the passes' weights end to end (laid out as offs), feedback gains (0:
     none) and doubled level bounds; flag contexts are flag_context + 3 * level + the busiest
-    term.  Returns (status, next unused verbatim value)."""
+    term.  qmag and resid must start at 0 (unflagged targets leave them so).  Returns (status,
+    next unused verbatim value)."""
     if first:
         symbol = np.empty(1, np.int32)
         status = rans.decode(state, words, np.zeros(1, np.int64), cmap, cum, cum_at, bucket,

@@ -13,6 +13,10 @@ bits of the state's slot (a small bucket table per model) and a short forward sc
 integer arithmetic: identical everywhere.  The encoder starts both states at L and writes their
 final values first, so a complete, undamaged stream decodes back to L having read exactly every
 word.
+
+The models of a section's contexts are laid out flat (entropy._build_models builds them):
+cum (uint32) and bucket (uint16) hold every model's `model` arrays end to end, and per context
+cum_at / bucket_at (int64: where its arrays start; cum_at -1: no model) and shift.
 """
 import math
 
@@ -136,29 +140,6 @@ def model_into(freqs, cum, bucket):
     for s in range(freqs.size):
         bucket[(cum[s] + round_up) >> shift:(cum[s + 1] + round_up) >> shift] = s
     return shift
-
-
-class Models:
-    """The models of up to `n` contexts laid out flat for the compiled coder; a context
-    without a model has offset -1."""
-
-    def __init__(self, n, models):
-        """models: {context: (cum, bucket, shift)}."""
-        contexts = sorted(models)
-        cums = [models[c][0] for c in contexts]
-        buckets = [models[c][1] for c in contexts]
-        self.cum_at = np.full(n, -1, np.int64)
-        self.bucket_at = np.zeros(n, np.int64)
-        self.shift = np.zeros(n, np.int64)
-        self.cum_at[contexts] = np.cumsum([0] + [a.size for a in cums[:-1]])
-        self.bucket_at[contexts] = np.cumsum([0] + [a.size for a in buckets[:-1]])
-        self.shift[contexts] = [models[c][2] for c in contexts]
-        self.cum = np.concatenate(cums) if cums else np.zeros(1, np.uint32)
-        self.bucket = np.concatenate(buckets) if buckets else np.zeros(1, np.uint16)
-
-    @property
-    def arrays(self):
-        return self.cum, self.cum_at, self.bucket, self.bucket_at, self.shift
 
 
 @numba.njit(cache=True)

@@ -7,9 +7,25 @@ from hypothesis import given, settings, strategies as st
 from pyneuralfilter import rans
 
 
+class _Models:
+    """Models of some contexts laid out flat as rans.py describes (a context without one: -1)."""
+
+    def __init__(self, n, models):
+        """models: {context: rans.model(...)}."""
+        contexts = sorted(models)
+        cums, buckets = [models[c][0] for c in contexts], [models[c][1] for c in contexts]
+        self.cum_at, self.bucket_at = np.full(n, -1, np.int64), np.zeros(n, np.int64)
+        self.shift = np.zeros(n, np.int64)
+        self.cum_at[contexts] = np.cumsum([0] + [a.size for a in cums[:-1]])
+        self.bucket_at[contexts] = np.cumsum([0] + [a.size for a in buckets[:-1]])
+        self.shift[contexts] = [models[c][2] for c in contexts]
+        self.cum, self.bucket = np.concatenate(cums), np.concatenate(buckets)
+        self.arrays = self.cum, self.cum_at, self.bucket, self.bucket_at, self.shift
+
+
 def _models(rng, sizes, sharpness):
-    return rans.Models(len(sizes), {c: rans.model(rans.frequencies(rng.random(n) ** sharpness))
-                                    for c, n in enumerate(sizes)})
+    return _Models(len(sizes), {c: rans.model(rans.frequencies(rng.random(n) ** sharpness))
+                                for c, n in enumerate(sizes)})
 
 
 def _symbols(rng, models, contexts):
@@ -117,7 +133,7 @@ def test_damage_is_detected():
 
 def test_context_without_model():
     rng = np.random.default_rng(3)
-    models = rans.Models(2, {0: rans.model(rans.frequencies(rng.random(10)))})
+    models = _Models(2, {0: rans.model(rans.frequencies(rng.random(10)))})
     words = rans.encode(np.zeros(3, np.int32), np.zeros(3, np.int64), *models.arrays)
     status, _, _ = _decode(words, np.array([0, 1, 0]), models, 2)
     assert status == rans.NO_TABLE
