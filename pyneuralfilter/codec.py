@@ -23,7 +23,7 @@ import numpy as np
 import zstandard
 
 from . import container as C
-from . import entropy, interpolation, lorenzo, swae
+from . import entropy, interpolation, lorenzo, swae, workspace
 from .interpolation import CUBIC_TAP
 from .errors import CorruptChunkError, NeuralFilterError, UnsupportedDataError
 from .quantizer import QMAX, dequantize, quantize
@@ -118,21 +118,24 @@ def _digest(decoded):
     return struct.pack("<I", C.crc32(np.ascontiguousarray(little).view(np.uint8)))
 
 
-def decode(data) -> np.ndarray:
-    """Decompress a chunk made by `encode`."""
+def decode(data, out=None) -> np.ndarray:
+    """Decompress a chunk made by `encode`; into `out` (returned) if given: a C-contiguous
+    array of the chunk's shape and float dtype in native byte order (its contents are
+    undefined after an error)."""
     chunk = C.unpack(data)
+    out = _output(chunk, out)
     if chunk.mode == C.MODE_RAW:
-        return _from_bytes(chunk.sections.get(VERBATIM, b""), chunk)
+        return _from_bytes(chunk.sections.get(VERBATIM, b""), chunk, out)
     if chunk.mode == C.MODE_ZSTD:
-        return _from_bytes(_unzstd(chunk.sections.get(VERBATIM, b""), chunk), chunk)
+        return _from_bytes(_unzstd(chunk.sections.get(VERBATIM, b""), chunk), chunk, out)
     if not 0 < chunk.eb <= _EB_MAX:           # the encoder codes only with such bounds
         raise CorruptChunkError(f"coded chunk with an impossible error bound {chunk.eb!r}")
-    decoded = _decode_values(chunk)
-    if DIGEST in chunk.sections and chunk.sections[DIGEST] != _digest(decoded):
+    _decode_values(chunk, out)
+    if DIGEST in chunk.sections and chunk.sections[DIGEST] != _digest(out):
         raise CorruptChunkError("decoded values differ from those the encoder verified (digest "
                                 "mismatch): this reader computes differently from the writer's "
                                 "(library versions or platform); nothing was returned")
-    return decoded
+    return out
 
 
 def chunk_info(data) -> dict:
@@ -197,13 +200,26 @@ def _unzstd(data, chunk):
         raise CorruptChunkError(f"zstd section is damaged: {exc}") from None
 
 
-def _from_bytes(data, chunk):
-    dtype = chunk.dtype
-    n = int(np.prod(chunk.shape, dtype=np.int64))
-    if len(data) != n * dtype.itemsize:
+def _output(chunk, out):
+    """The array a chunk decodes into: `out`, checked, or a new one."""
+    native = chunk.dtype.newbyteorder("=")
+    if out is None:
+        return np.empty(chunk.shape, native)
+    if (out.shape != chunk.shape or out.dtype != native or not out.flags.c_contiguous
+            or not out.flags.writeable):
+        raise ValueError(f"cannot decode into an array of shape {out.shape} and dtype "
+                         f"{out.dtype}: the chunk holds {chunk.shape} {native.name} values "
+                         f"(a writeable C-contiguous native array is needed)")
+    return out
+
+
+def _from_bytes(data, chunk, out):
+    n = out.size
+    if len(data) != n * chunk.dtype.itemsize:
         raise CorruptChunkError(f"value section holds {len(data)} bytes, expected "
-                                f"{n * dtype.itemsize} for {chunk.shape} {dtype}")
-    return np.frombuffer(data, dtype).astype(dtype.newbyteorder("="), copy=True).reshape(chunk.shape)
+                                f"{n * chunk.dtype.itemsize} for {chunk.shape} {chunk.dtype}")
+    out.reshape(-1)[:] = np.frombuffer(data, chunk.dtype)
+    return out
 
 
 # --- the coded path ----------------------------------------------------------------------
@@ -572,21 +588,22 @@ def _verbatim(chunk):
 
 
 def _finish(out, chunk):
-    result = out.astype(chunk.dtype, copy=False).reshape(chunk.shape)
+    result = out.reshape(chunk.shape)
     if NONFINITE in chunk.sections:
         _unpack_nonfinite(chunk.sections[NONFINITE], result)
     return result
 
 
-def _decode_lorenzo(chunk):
-    out = np.zeros(_volumes(chunk.shape), chunk.dtype.newbyteorder("="))   # native: compiled
+def _decode_lorenzo(chunk, out):
+    out = out.reshape(_volumes(chunk.shape))            # native byte order: compiled kernels
     verbatim = _verbatim(chunk)
     coder = entropy.Decoder(chunk.sections[LORENZO], lorenzo.CONTEXT_SETS, chunk.version < 3)
     used, single = 0, chunk.dtype == np.float32
     for recon in out:
         if chunk.version >= 3:
+            work = workspace.zeros("lorenzo", lorenzo.padded(recon.shape), np.float64)
             status, used = lorenzo.decode(*coder.compiled(), verbatim, used, chunk.eb, single,
-                                          recon)
+                                          recon, work)
             coder.check(status)
             continue
         q, esc = np.zeros(recon.shape, np.int32), np.zeros(recon.shape, bool)
@@ -603,13 +620,14 @@ def _decode_lorenzo(chunk):
     return _finish(out, chunk)
 
 
-def _decode_values(chunk):
+def _decode_values(chunk, out):
+    """Decode a coded chunk into out (every value is written)."""
     if LORENZO in chunk.sections:
-        return _decode_lorenzo(chunk)
+        return _decode_lorenzo(chunk, out)
     dtype = chunk.dtype
     shape4 = _volumes(chunk.shape)
     eb = chunk.eb
-    out = np.zeros(shape4, dtype.newbyteorder("="))   # dtype values, native for the kernels
+    out = out.reshape(shape4)                          # native byte order: compiled kernels
     verbatim = _verbatim(chunk)
     if CODES not in chunk.sections:
         raise CorruptChunkError("coded chunk has no code section")
@@ -637,8 +655,8 @@ def _decode_values(chunk):
     edges = interpolation.gradient_thresholds(eb)
     for v in range(shape4[0]):
         recon = out[v]
-        qmag, known = np.zeros(recon.shape, np.int8), None
-        resid = None if gains is None else np.zeros(recon.size)
+        qmag, known = workspace.zeros("qmag", recon.shape, np.int8), None
+        resid = None if gains is None else workspace.zeros("resid", recon.size, np.float64)
         if blocks:
             net, block_map, latents, c, h = blocks
             grid = swae.block_grid(recon.shape)

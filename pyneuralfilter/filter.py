@@ -192,19 +192,23 @@ def encode_chunk(data: bytes, cd_values) -> bytes:
 
 
 def decode_chunk(data: bytes, cd_values) -> np.ndarray:
-    """Decompress one chunk; checks that it decodes to the chunk shape and dtype of cd_values.
-    Returns the C-contiguous array: the plugin copies its buffer straight into HDF5's."""
+    """Decompress one chunk, checking that it holds the chunk shape and dtype of cd_values.
+    Returns a C-contiguous array that stays valid until the next call on this thread (a reused
+    work array: see `workspace`): the plugin copies it into HDF5's buffer at once."""
     import pyneuralfilter as nf
+    from . import workspace
+    from .errors import NeuralFilterError
     p = parse_cd_values(cd_values)
-    arr = nf.decode(data)
-    if p.shape is not None:
-        if arr.dtype.itemsize != p.itemsize or arr.dtype.kind != "f":
-            raise _corrupt(f"chunk decodes to {arr.dtype} but the dataset stores "
-                           f"{p.dtype.name}")
-        if tuple(arr.shape) != p.shape:
-            raise _corrupt(f"chunk decodes to shape {tuple(arr.shape)} but the dataset's chunk "
-                           f"shape is {p.shape}")
-    return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
+    if p.shape is None:
+        return nf.decode(data)
+    out = workspace.array("filter.chunk", p.shape, p.dtype.newbyteorder("="))
+    try:
+        return nf.decode(data, out=out)
+    except NeuralFilterError:
+        raise
+    except ValueError as exc:           # `out` does not fit: not a chunk of this dataset
+        raise _corrupt(f"chunk does not fit the dataset's chunks of shape {p.shape} and "
+                       f"{p.dtype.name} ({exc})") from None
 
 
 def _corrupt(msg):

@@ -111,14 +111,19 @@ def decode_v2(q, escaped, verbatim, start, eb, single, recon):
     return used
 
 
+def padded(shape):
+    """Shape of the work volume `decode` takes for a volume of `shape`."""
+    return tuple(n + 1 for n in shape)
+
+
 @numba.njit(cache=True)
 def decode(state, words, cmap, alphabet, cum, cum_at, bucket, bucket_at, shift, verbatim, used,
-           eb, single, recon):
+           eb, single, recon, r):
     """Decode a volume of a format v3 chunk: entropy decoding (rans) and reconstruction in one
-    loop.  state: the rANS state, updated; returns (status, next unused verbatim value)."""
+    loop.  r: a zero-filled work volume of shape `padded(recon.shape)`.  state: the rANS state,
+    updated; returns (status, next unused verbatim value)."""
     twoeb = 2.0 * eb
     Z, Y, X = recon.shape
-    r = np.zeros((Z + 1, Y + 1, X + 1))
     context = np.zeros((Y, X), np.int64)          # of each code from the previous slice's
     top = _BUCKET[_BUCKET.size - 1]
     x, y, pos = state[0], state[1], np.int64(state[2])

@@ -64,7 +64,8 @@ def test_decoder_that_computes_differently_fails_loudly():
 def test_failed_self_check_stores_losslessly(monkeypatch):
     from pyneuralfilter import codec
     real = codec._decode_values
-    monkeypatch.setattr(codec, "_decode_values", lambda chunk: real(chunk) + 1)   # a broken decoder
+    monkeypatch.setattr(codec, "_decode_values",
+                        lambda chunk, out: real(chunk, out).__iadd__(1))   # a broken decoder
     with pytest.warns(RuntimeWarning, match="stored losslessly"):
         data = nf.encode(A, rel=1e-3)
     monkeypatch.undo()

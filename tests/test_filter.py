@@ -171,6 +171,39 @@ def test_garbage_chunk_error_message(tmp_path, capfd):
     assert "neuralfilter: decompressing a chunk failed: CorruptChunkError" in err, err
 
 
+def test_chunk_of_another_shape_error_message(tmp_path, capfd):
+    p = tmp_path / "m.h5"
+    with h5py.File(p, "w") as f:
+        ds = f.create_dataset("x", shape=(8, 8), dtype="f4", chunks=(8, 8), **Neural(abs=1e-3))
+        ds.id.write_direct_chunk((0, 0), nf.encode(np.ones((4, 16), np.float32), abs=1e-3))
+    capfd.readouterr()
+    with h5py.File(p, "r") as f, pytest.raises(OSError):
+        f["x"][...]
+    err = capfd.readouterr().err
+    assert "CorruptChunkError: chunk does not fit the dataset's chunks of shape (8, 8)" in err, err
+
+
+def test_datasets_with_other_chunks_read_in_turn(tmp_path):
+    """The plugin decodes into one reused array per thread: reading datasets of other chunk
+    shapes and dtypes in turn gives each chunk's own values."""
+    p = tmp_path / "turns.h5"
+    arrays = {"a": (smooth((32, 32, 32), np.float32), (16, 16, 16)),
+              "b": (smooth((20, 20, 20), np.float64, seed=1), (7, 9, 11)),
+              "c": (smooth((50, 40), np.float32, seed=2), (50, 40))}
+    with h5py.File(p, "w") as f:
+        for k, (a, chunks) in arrays.items():
+            f.create_dataset(k, data=a, chunks=chunks, **Neural(abs=1e-3))
+    with h5py.File(p, "r") as f:
+        reads = {k: list(chunk_slices(a.shape, chunks)) for k, (a, chunks) in arrays.items()}
+        for turn in range(max(map(len, reads.values()))):
+            for k, slices in reads.items():
+                sl = slices[turn % len(slices)]
+                ds = f[k]
+                _, data = ds.id.read_direct_chunk(tuple(s.start for s in sl))
+                expected = nf.decode(data)[tuple(slice(0, s.stop - s.start) for s in sl)]
+                assert ds[sl].tobytes() == expected.tobytes()
+
+
 @pytest.mark.parametrize("dtype", ["i4", "u2", "f2", ">f4"])
 def test_unsupported_dtype_refused(tmp_path, dtype):
     with h5py.File(tmp_path / "i.h5", "w") as f, pytest.raises(Exception) as e:

@@ -1,0 +1,43 @@
+"""Per-thread work arrays, reused from chunk to chunk by the decoder.
+
+A fresh array of a few hundred kB is mapped anew by malloc, and every 4 kB page of it then costs
+a page fault when first written.  For a 32³ chunk that was about a third of its decode time on
+this project's machines (bssn_chi at rel 1e-3: 570 -> 390 us per chunk with the work arrays
+reused).  Arrays up to MAX_BYTES are kept, one per name and thread, and handed out again; larger
+ones are allocated each time (their faults weigh less against their work, and they are not kept
+alive).
+"""
+import math
+import threading
+
+import numpy as np
+
+MAX_BYTES = 32 << 20
+
+
+class _Pool(threading.local):
+    def __init__(self):
+        self.buffers = {}
+
+
+_pool = _Pool()
+
+
+def array(name, shape, dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array for `name`, valid until the next request for `name`
+    on this thread: each caller uses names of its own, one per array it holds at once."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod((shape,) if isinstance(shape, int) else shape) * dtype.itemsize
+    if nbytes > MAX_BYTES:
+        return np.empty(shape, dtype)
+    buf = _pool.buffers.get(name)
+    if buf is None or buf.size < nbytes:
+        buf = _pool.buffers[name] = np.empty(max(nbytes, 64), np.uint8)   # numpy aligns it
+    return buf[:nbytes].view(dtype).reshape(shape)
+
+
+def zeros(name, shape, dtype) -> np.ndarray:
+    """`array`, filled with zeros."""
+    out = array(name, shape, dtype)
+    out.fill(0)
+    return out
