@@ -294,7 +294,8 @@ def write_markdown(path, args, records, elapsed, neural, vers):
              "storage size, time = write + close / read_direct of an in-memory file with the "
              "chunk cache off).")
     L.append("- One thread for every compressor (OMP/OpenBLAS/MKL/numba/Blosc = 1, "
-             "torch.set_num_threads(1)); MB/s = raw MB / best of up to 3 timed runs (decompression: up to 7, within 0.3 s). "
+             "torch.set_num_threads(1)); MB/s = raw MB / best of up to 3 timed runs "
+             "(decompression: up to 7, within 0.3 s). "
              "×SZ3f = throughput relative to the SZ3 HDF5 filter in the same configuration. "
              "Absolute speeds are noisy; compare within a run.")
     L.append("- PSNR = 20 log10(max − min) − 10 log10(MSE); err/eb = max |decoded − original| / eb "

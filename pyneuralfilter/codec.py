@@ -25,7 +25,7 @@ import zstandard
 from . import container as C
 from . import entropy, interpolation, lorenzo, swae, workspace
 from .interpolation import CUBIC_TAP
-from .errors import CorruptChunkError, NeuralFilterError, UnsupportedDataError
+from .errors import CorruptChunkError, NeuralFilterError, OutputMismatchError, UnsupportedDataError
 from .quantizer import QMAX, dequantize, quantize
 
 CODES, VERBATIM, NONFINITE, KINDS, BLOCKMAP, LATENTS, LORENZO, DIGEST, TAPS, FEEDBACK = range(1, 11)
@@ -207,9 +207,9 @@ def _output(chunk, out):
         return np.empty(chunk.shape, native)
     if (out.shape != chunk.shape or out.dtype != native or not out.flags.c_contiguous
             or not out.flags.writeable):
-        raise ValueError(f"cannot decode into an array of shape {out.shape} and dtype "
-                         f"{out.dtype}: the chunk holds {chunk.shape} {native.name} values "
-                         f"(a writeable C-contiguous native array is needed)")
+        raise OutputMismatchError(f"cannot decode into an array of shape {out.shape} and dtype "
+                                  f"{out.dtype}: the chunk holds {chunk.shape} {native.name} "
+                                  f"values (a writeable C-contiguous native array is needed)")
     return out
 
 

@@ -9,6 +9,10 @@ class CorruptChunkError(NeuralFilterError, ValueError):
     """A compressed chunk is truncated, fails its checksum or is not a neuralfilter chunk."""
 
 
+class OutputMismatchError(NeuralFilterError, ValueError):
+    """The array given to decode into does not fit the chunk (shape, dtype, layout)."""
+
+
 class ModelNotFoundError(NeuralFilterError, LookupError):
     """The model a chunk or a call names cannot be found in any model location."""
 

@@ -197,26 +197,16 @@ def decode_chunk(data: bytes, cd_values) -> np.ndarray:
     work array: see `workspace`): the plugin copies it into HDF5's buffer at once."""
     import pyneuralfilter as nf
     from . import workspace
-    from .errors import NeuralFilterError
+    from .errors import CorruptChunkError, OutputMismatchError
     p = parse_cd_values(cd_values)
     if p.shape is None:
         return nf.decode(data)
     out = workspace.array("filter.chunk", p.shape, p.dtype.newbyteorder("="))
     try:
         return nf.decode(data, out=out)
-    except NeuralFilterError:
-        raise
-    except ValueError as exc:           # `out` does not fit: not a chunk of this dataset
-        raise _corrupt(f"chunk does not fit the dataset's chunks of shape {p.shape} and "
-                       f"{p.dtype.name} ({exc})") from None
-
-
-def _corrupt(msg):
-    try:
-        from .errors import CorruptChunkError
-        return CorruptChunkError(msg)
-    except ImportError:
-        return ValueError(msg)
+    except OutputMismatchError as exc:          # not a chunk of this dataset
+        raise CorruptChunkError(f"chunk does not fit the dataset's chunks of shape {p.shape} "
+                                f"and {p.dtype.name} ({exc})") from None
 
 
 # --------------------------------------------------------------------------------------------
