@@ -38,8 +38,10 @@ N_CONTEXTS = 46
 GROUP = 64
 # Context sets an encoder may pick (index stored in the chunk): all contexts; one per level
 # (+ SWAE, + flags per level); a single one.  Small chunks often pay less for fewer tables.
-CONTEXT_SETS = (np.arange(N_CONTEXTS), np.r_[np.arange(36) // 12, 3, 4 + np.arange(9) // 3],
-                np.zeros(N_CONTEXTS, int))
+# uint8, as the entropy coder takes them (no conversion per chunk).
+CONTEXT_SETS = tuple(np.asarray(m, np.uint8) for m in (
+    np.arange(N_CONTEXTS), np.r_[np.arange(36) // 12, 3, 4 + np.arange(9) // 3],
+    np.zeros(N_CONTEXTS, int)))
 PREDICTORS = ("auto", "interp", "swae")
 LORENZO_TRIAL = 1.25           # Lorenzo is entropy coded only when its estimated cost is below
                                # this x interpolation's (measured: it wins only below ~1.05x)
@@ -652,7 +654,7 @@ def _decode_values(chunk, out):
 
     blocks = _block_side(chunk)
     single = dtype == np.float32
-    edges = interpolation.gradient_thresholds(eb)
+    edges = _gradient_thresholds(eb)
     for v in range(shape4[0]):
         recon = out[v]
         qmag, known = workspace.zeros("qmag", recon.shape, np.int8), None
@@ -717,6 +719,15 @@ def _pass_parameters(shape, head, offs, kinds, taps, gains, k, eb):
                                       None if taps is None else taps[k:k + n], offs.size)
     feedback = np.zeros(n) if gains is None else gains[k:k + n] / FEEDBACK_UNIT
     return ws, feedback, 2.0 * (eb / _level_divisors(shape))
+
+
+@functools.lru_cache(maxsize=64)
+def _gradient_thresholds(eb):
+    """`interpolation.gradient_thresholds` (read-only): one bound serves all of a dataset's
+    chunks when it is absolute."""
+    out = interpolation.gradient_thresholds(eb)
+    out.flags.writeable = False
+    return out
 
 
 @functools.lru_cache(maxsize=64)

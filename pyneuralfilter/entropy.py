@@ -27,6 +27,7 @@ _ONE = 1 << 30
 _POW = np.array([math.isqrt(math.isqrt(math.isqrt(math.isqrt(1 << (960 - j))))) >> 30
                  for j in range(16)], np.int64)
 _ABSENT = 255
+_u = numba.uint64
 MAX_CONTEXTS = 64                # coded contexts of a section: a 64-bit mask says which are used
 
 
@@ -213,18 +214,24 @@ class Decoder:
             raise CorruptChunkError("entropy-coded section truncated or names an unknown "
                                     "context set") from None
         buf = np.frombuffer(data, np.uint8)
+        if not legacy:
+            if buf.size < _HEAD:
+                raise CorruptChunkError("entropy-coded section truncated or names an unknown "
+                                        "context set")
+            status, self.alphabet, self.words, state, *models = _open(buf, kind is OctaveTable)
+            if status:
+                raise CorruptChunkError(_OPEN_ERRORS[status])
+            self.stream = _RansStream(self.words, tuple(models), state)
+            return
         pos, Ks, at = _section_tables(buf, kind)
         self.alphabet = np.maximum(Ks, 0)
         words = data[pos:]
         if len(words) % 4:
             raise CorruptChunkError("entropy-coded section has a partial word")
         self.words = np.frombuffer(words, "<u4").astype(np.uint32)
-        if legacy:
-            self.stream = _LegacyStream(self.words, kind, {
-                int(c): (int(Ks[c]), data[at[c]:at[c] + _table_size(kind, int(Ks[c]))])
-                for c in np.flatnonzero(Ks >= 0)})
-        else:
-            self.stream = _RansStream(self.words, _rans_models(buf, kind, Ks, at))
+        self.stream = _LegacyStream(self.words, kind, {
+            int(c): (int(Ks[c]), data[at[c]:at[c] + _table_size(kind, int(Ks[c]))])
+            for c in np.flatnonzero(Ks >= 0)})
 
     def take(self, contexts):
         """(q, escaped) for one pass, in the order `Encoder.add` got them."""
@@ -248,12 +255,10 @@ class Decoder:
 
 
 class _RansStream:
-    def __init__(self, words, models):
+    def __init__(self, words, models, state):
         self.models = models                    # the tables' models, laid out as rans.py says
         self.words = words
-        self.state = rans.start(words)
-        if self.state is None:
-            raise CorruptChunkError("entropy-coded section is truncated")
+        self.state = state                      # rans.start(words)
 
     def take(self, contexts, cmap, alphabet, q, escaped):
         symbols = np.empty(contexts.size, np.int32)
@@ -447,6 +452,48 @@ def _rans_models(buf, kind, Ks, at):
     if status:
         raise CorruptChunkError("entropy-coded section holds a table with no probability")
     return tuple(models)
+
+
+_PARTIAL_WORD, _SHORT_STREAM = 3, 4
+_OPEN_ERRORS = {_TRUNCATED: "entropy-coded section truncated in its tables",
+                _NO_PROBABILITY: "entropy-coded section holds a table with no probability",
+                _PARTIAL_WORD: "entropy-coded section has a partial word",
+                _SHORT_STREAM: "entropy-coded section is truncated"}
+
+
+@numba.njit(cache=True)
+def _open(buf, octave):
+    """A format v3 section (its bytes in buf, at least _HEAD of them) ready to decode, in one
+    compiled call (a chunk's share of the decode that does not grow with its size):
+    (status, each context's alphabet K (0: no table), the code words, the rANS start state,
+    and the models of `_build_models`)."""
+    mask = _u(0)
+    for i in range(8):                          # after the context-set byte: u64, little-endian
+        mask |= _u(buf[1 + i]) << _u(8 * i)
+    status, pos, Ks, at = _parse_tables(buf, _HEAD, octave, mask)
+    if status:
+        return _failed(status)
+    status, cum, cum_at, bucket, bucket_at, shift = _build_models(buf, octave, Ks, at)
+    if status or (buf.size - pos) % 4 or buf.size - pos < 16:
+        return _failed(status if status else _PARTIAL_WORD if (buf.size - pos) % 4 else _SHORT_STREAM)
+    words = np.empty((buf.size - pos) // 4, np.uint32)
+    for i in range(words.size):                 # little-endian u32 on any machine
+        b = pos + 4 * i
+        words[i] = (np.uint32(buf[b]) | np.uint32(buf[b + 1]) << np.uint32(8)
+                    | np.uint32(buf[b + 2]) << np.uint32(16) | np.uint32(buf[b + 3]) << np.uint32(24))
+    state = np.empty(3, np.uint64)
+    state[0] = _u(words[0]) | _u(words[1]) << _u(32)
+    state[1] = _u(words[2]) | _u(words[3]) << _u(32)
+    state[2] = 4
+    return status, np.maximum(Ks, 0), words, state, cum, cum_at, bucket, bucket_at, shift
+
+
+@numba.njit(cache=True)
+def _failed(status):
+    """`_open`'s answer for a damaged section: the status and empty arrays of its types."""
+    none = np.zeros(0, np.int64)
+    return (status, none, np.zeros(0, np.uint32), np.zeros(3, np.uint64), np.zeros(0, np.uint32),
+            none, np.zeros(0, np.uint16), none, none)
 
 
 @functools.lru_cache(maxsize=4096)

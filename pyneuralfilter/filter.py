@@ -11,6 +11,7 @@ Policy lives here, not in C: parsing cd_values, building the chunk array, callin
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import os
 import re
@@ -21,6 +22,9 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
+
+from . import codec, workspace
+from .errors import CorruptChunkError, OutputMismatchError
 
 #: Filter ID (private range >= 32768 until The HDF Group assigns one; see docs/filter.md).
 NEURAL_FILTER = 50125
@@ -139,6 +143,11 @@ class CdValues(NamedTuple):
     def dtype(self):
         return None if self.itemsize is None else np.dtype(f"<f{self.itemsize}")
 
+    @property
+    def native(self):
+        """The chunk dtype in this machine's byte order (None before set_local ran)."""
+        return None if self.itemsize is None else np.dtype(f"=f{self.itemsize}")
+
 
 def parse_cd_values(cd) -> CdValues:
     """Decode cd_values (the 6 user words, optionally followed by set_local's words)."""
@@ -195,18 +204,21 @@ def decode_chunk(data: bytes, cd_values) -> np.ndarray:
     """Decompress one chunk, checking that it holds the chunk shape and dtype of cd_values.
     Returns a C-contiguous array that stays valid until the next call on this thread (a reused
     work array: see `workspace`): the plugin copies it into HDF5's buffer at once."""
-    import pyneuralfilter as nf
-    from . import workspace
-    from .errors import CorruptChunkError, OutputMismatchError
-    p = parse_cd_values(cd_values)
+    p = _parsed(tuple(cd_values))
     if p.shape is None:
-        return nf.decode(data)
-    out = workspace.array("filter.chunk", p.shape, p.dtype.newbyteorder("="))
+        return codec.decode(data)
+    out = workspace.array("filter.chunk", p.shape, p.native)
     try:
-        return nf.decode(data, out=out)
+        return codec.decode(data, out=out)
     except OutputMismatchError as exc:          # not a chunk of this dataset
         raise CorruptChunkError(f"chunk does not fit the dataset's chunks of shape {p.shape} "
                                 f"and {p.dtype.name} ({exc})") from None
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(cd):
+    """`parse_cd_values` of a dataset's cd_values (a tuple), parsed once per dataset."""
+    return parse_cd_values(cd)
 
 
 # --------------------------------------------------------------------------------------------

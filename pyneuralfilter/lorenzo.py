@@ -21,7 +21,7 @@ _u = numba.uint64
 # Lorenzo codes are grouped slice by slice (along the first axis); a code's context is the
 # magnitude of the code at the same place in the previous slice: 0, 1, 2, 3-4, 5-8, 9+.
 _EDGES = np.array([1, 2, 3, 5, 9])
-CONTEXT_SETS = (np.arange(len(_EDGES) + 1), np.zeros(len(_EDGES) + 1, int))
+CONTEXT_SETS = (np.arange(len(_EDGES) + 1, dtype=np.uint8), np.zeros(len(_EDGES) + 1, np.uint8))
 
 
 _BUCKET = np.searchsorted(_EDGES, np.arange(_EDGES[-1] + 1), side="right")

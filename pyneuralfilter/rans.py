@@ -37,39 +37,48 @@ OK, EXHAUSTED, NO_TABLE, VERBATIM_SHORT, BAD_FLAG = range(5)
 def exact_sum(p):
     """The sum of non-negative finite float64 values (a contiguous array) correctly rounded to
     float64 (ties to even), as math.fsum gives it: the values are added exactly into a
-    fixed-point accumulator spanning the whole float64 range, so the order does not matter."""
+    fixed-point accumulator spanning the whole float64 range, so the order does not matter.
+    Only the limbs the values reach are visited after the additions (a table's handful of
+    probabilities touches a few of the 70)."""
     acc = np.zeros(_LIMBS, np.uint64)                  # 32 bits per limb, carries kept above
+    first, last = _LIMBS, 0                            # limbs written: first ... last + 2
     for u in p.view(np.uint64):
         e = np.int64((u >> _u(52)) & _u(0x7FF))        # biased exponent (signs ignored)
         m = u & _u((1 << 52) - 1)
         if e:
             m |= _u(1 << 52)
+        elif not m:
+            continue                                   # a zero
         pos = max(e - 1, 0)                            # bit of m's lowest bit (2^-1074: bit 0)
         k, sh = pos >> 5, _u(pos & 31)
+        first, last = min(first, k), max(last, k)
         lo, hi = (m & _u(0xFFFFFFFF)) << sh, (m >> _u(32)) << sh
         acc[k] += lo & _u(0xFFFFFFFF)
         acc[k + 1] += (lo >> _u(32)) + (hi & _u(0xFFFFFFFF))
         acc[k + 2] += hi >> _u(32)
-    for k in range(_LIMBS - 1):                        # carry: every limb to 32 bits
+    if first == _LIMBS:
+        return 0.0
+    k = first                                          # carry: every limb to 32 bits
+    while k < _LIMBS - 1 and (k <= last + 2 or acc[k] >> _u(32)):
         acc[k + 1] += acc[k] >> _u(32)
         acc[k] &= _u(0xFFFFFFFF)
-    top = -1                                           # the highest set bit
-    for k in range(_LIMBS - 1, -1, -1):
-        if acc[k]:
-            top = 32 * k + bit_length(np.int64(acc[k])) - 1
-            break
+        k += 1
+    while not acc[k]:                                  # the highest set bit: top
+        k -= 1
+    top = 32 * k + bit_length(np.int64(acc[k])) - 1
     low = max(top - 52, 0)                             # the 53 bits kept: low ... top
-    m = 0
-    for k in range(top, low - 1, -1):
-        m = 2 * m + _bit(acc, k)
+    m = _u(0)
+    for j in range(k, (low >> 5) - 1, -1):             # at most 3 limbs, from the top
+        skip = _u(max(low - 32 * j, 0))                # bits of limb j below low
+        m = (m << (_u(32) - skip)) | (acc[j] >> skip)
     if low > 0 and _bit(acc, low - 1):                 # half an ulp or more below them
-        k = (low - 1) >> 5                             # sticky: any bit below that one
-        sticky = acc[k] & ((_u(1) << _u((low - 1) & 31)) - _u(1)) != 0
-        while not sticky and k > 0:
-            k -= 1
-            sticky = acc[k] != 0
-        if sticky or m & 1:
-            m += 1
+        j = (low - 1) >> 5                             # sticky: any bit below that one
+        sticky = acc[j] & ((_u(1) << _u((low - 1) & 31)) - _u(1)) != 0
+        while not sticky and j > first:
+            j -= 1
+            sticky = acc[j] != 0
+        if sticky or m & _u(1):
+            m += _u(1)
     return math.ldexp(float(m), low - 1074)
 
 

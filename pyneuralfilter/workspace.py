@@ -17,6 +17,7 @@ MAX_BYTES = 32 << 20
 class _Pool(threading.local):
     def __init__(self):
         self.buffers = {}
+        self.views = {}                 # name: (shape, dtype, the view last handed out)
 
 
 _pool = _Pool()
@@ -25,6 +26,9 @@ _pool = _Pool()
 def array(name, shape, dtype) -> np.ndarray:
     """An uninitialised C-contiguous array for `name`, valid until the next request for `name`
     on this thread: each caller uses names of its own, one per array it holds at once."""
+    last = _pool.views.get(name)
+    if last is not None and last[0] == shape and last[1] == dtype:
+        return last[2]                  # the same request as the last one: the same view
     dtype = np.dtype(dtype)
     nbytes = math.prod((shape,) if isinstance(shape, int) else shape) * dtype.itemsize
     if nbytes > MAX_BYTES:
@@ -32,7 +36,9 @@ def array(name, shape, dtype) -> np.ndarray:
     buf = _pool.buffers.get(name)
     if buf is None or buf.size < nbytes:
         buf = _pool.buffers[name] = np.empty(max(nbytes, 64), np.uint8)   # numpy aligns it
-    return buf[:nbytes].view(dtype).reshape(shape)
+    view = buf[:nbytes].view(dtype).reshape(shape)
+    _pool.views[name] = (shape, dtype, view)
+    return view
 
 
 def zeros(name, shape, dtype) -> np.ndarray:

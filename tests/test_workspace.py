@@ -45,3 +45,11 @@ def test_threads_get_their_own_arrays():
     t.start()
     t.join()
     assert not np.shares_memory(mine, theirs[0])
+
+
+def test_a_repeated_request_follows_the_buffer_when_it_grew():
+    workspace.array("test.r", 10, np.float64)
+    big = workspace.array("test.r", 1000, np.float64)          # a new, larger buffer
+    again = workspace.array("test.r", 10, np.float64)
+    assert np.shares_memory(again, big) and again.shape == (10,) and again.dtype == np.float64
+    assert workspace.array("test.r", 10, np.float64) is again  # the same view, not rebuilt
