@@ -347,11 +347,17 @@ def _stretch(known, grid, i2, i, mask):
     return 1 if known is not None else min(grid[2] - i2, mask + 1 - (i & mask))
 
 
+NZ_BITS = 4                    # `pass_decode` flags each block of 2^NZ_BITS code magnitudes
+
+
 @numba.njit(cache=True)
-def _busiest(qmag, known, base, grid, off, run_bits):
-    """Largest neighbour-magnitude term of each run of 2^run_bits targets."""
+def _busiest(qmag, known, base, grid, off, run_bits, nz):
+    """Largest neighbour-magnitude term of each run of 2^run_bits targets.  Where no points
+    are known, nz flags every block of 2^NZ_BITS elements of qmag that may hold a nonzero:
+    a stretch whose neighbours all lie in clear blocks adds 0 without reading them."""
     out = np.zeros(((pass_size(known, base, grid, off) - 1) >> run_bits) + 1, np.int64)
     mask = (1 << run_bits) - 1
+    omin, omax = min(off[1].min(), off[2].min()), max(off[1].max(), off[2].max())
     i = 0
     axis, step = grid[6], _u(grid[5])
     for i0 in range(grid[0]):
@@ -359,33 +365,53 @@ def _busiest(qmag, known, base, grid, off, run_bits):
             row = base + i0 * grid[3] + i1 * grid[4]
             i2 = 0
             while i2 < grid[2]:                     # stretches of a run along the row
-                f = _u(row + i2 * grid[5])
-                if known is not None and known[f]:
+                start = row + i2 * grid[5]
+                if known is not None and known[_u(start)]:
                     i2 += 1
                     continue
                 n = _stretch(known, grid, i2, i, mask)
-                m = 0
-                for t in range(n):
-                    j = _u(i0 if axis == 0 else (i1 if axis == 1 else i2 + t))
-                    g = f + _u(t) * step
-                    m = max(m, qmag[_u(g + off[1, j])] + qmag[_u(g + off[2, j])])
                 r = i >> run_bits
-                out[r] = max(out[r], min(m, 2))
                 i += n
                 i2 += n
+                if out[r] == 2 or known is None and _clear(nz, start, n, grid[5], omin, omax,
+                                                           qmag.size):
+                    continue                        # nothing this stretch could add
+                m = 0
+                for t in range(n):
+                    j = _u(i0 if axis == 0 else (i1 if axis == 1 else i2 - n + t))
+                    g = _u(start) + _u(t) * step
+                    m = max(m, qmag[_u(g + off[1, j])] + qmag[_u(g + off[2, j])])
+                    if m >= 2:
+                        break
+                out[r] = max(out[r], min(m, 2))
     return out
+
+
+@numba.njit(cache=True, inline="always")
+def _clear(nz, f, n, step, omin, omax, size):
+    """Whether the blocks of nz over [f + omin, f + (n - 1) step + omax] (all the neighbours a
+    stretch of n targets from f can read) are clear; False when checking them would cost more
+    than reading the neighbours."""
+    lo = max(f + omin, 0) >> NZ_BITS
+    hi = min(f + (n - 1) * step + omax, size - 1) >> NZ_BITS
+    if hi - lo >= n:
+        return False
+    for b in range(lo, hi + 1):
+        if nz[b]:
+            return False
+    return True
 
 
 @numba.njit(cache=True)
 def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, level, edges, twoeb, single,
-                verbatim, used, run_bits, flag_context, state, words, cmap, alphabet, cum, cum_at,
-                bucket, bucket_at, shift):
+                verbatim, used, run_bits, flag_context, nz, state, words, cmap, alphabet, cum,
+                cum_at, bucket, bucket_at, shift):
     """Entropy-decode and restore a pass (format v3) in one loop over its targets, in runs of
     2^run_bits targets: at the start of a run its flag (context flag_context + the run's
     largest neighbour-magnitude term), then, if it is set, each target's code with its context
     (`pass_contexts`).  Restores as `pass_restore` does; state is the rANS state, updated.
     Returns (status, next unused verbatim value)."""
-    busiest = _busiest(qmag, known, base, grid, off, run_bits)
+    busiest = _busiest(qmag, known, base, grid, off, run_bits, nz)
     lo, hi = _interior(off, w)
     inner = _taps(off, w, lo)
     edge = (edges[0], edges[1], edges[2])              # in registers
@@ -445,8 +471,10 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, level, edge
                     v = s - k
                     if v <= k:
                         _restore(recon, qmag, resid, g, o, ww, gain, v, twoeb, single)
+                        nz[g >> _u(NZ_BITS)] |= v != 0
                     elif used < verbatim.size:              # the escape symbol 2K+1
                         recon[g], qmag[g] = verbatim[used], 2
+                        nz[g >> _u(NZ_BITS)] = 1
                         used += 1
                     else:
                         return rans.VERBATIM_SHORT, used
@@ -498,13 +526,15 @@ def volume_decode(recon, qmag, resid, known, first, twoeb, head, offs, ws, gains
             used += 1
         else:
             return rans.VERBATIM_SHORT, used
+    nz = np.zeros((recon.size >> NZ_BITS) + 1, np.uint8)  # see `_busiest`
+    nz[0] = qmag[0] != 0
     for k in range(head.shape[0]):
         base, grid, at, level = head[k, 0], head[k, 1:8], head[k, 8], head[k, 9]
         count = offs.size if k + 1 == head.shape[0] else head[k + 1, 8]
         off = offs[at:count].reshape((4, (count - at) // 4))
         w = ws[at:count].reshape((4, (count - at) // 4))
         args = (edges, twoebs[k], single, verbatim, used, run_bits, flag_context + 3 * level,
-                state, words, cmap, alphabet, cum, cum_at, bucket, bucket_at, shift)
+                nz, state, words, cmap, alphabet, cum, cum_at, bucket, bucket_at, shift)
         if resid is None or gains[k] == 0.0:
             status, used = pass_decode(recon, qmag, resid, known, base, grid, off, w, None, level,
                                        *args)

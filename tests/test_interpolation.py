@@ -115,3 +115,25 @@ def test_gradient_thresholds_equal_the_rounded_quotient(eb, scale, ulps):
             for _ in range(abs(ulps)):
                 d = np.nextafter(d, np.inf if ulps > 0 else 0.0)
             assert (d >= edge) == (d / eb >= k), (eb, k, d, edge)
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=st.tuples(st.integers(1, 40), st.integers(1, 20), st.integers(1, 40)),
+       density=st.sampled_from([0.0, 0.002, 0.05, 0.5]), seed=st.integers(0, 2**16),
+       run_bits=st.sampled_from([0, 3, 6]))
+def test_busiest_with_block_flags_equals_the_plain_scan(shape, density, seed, run_bits):
+    """`_busiest` skips stretches whose neighbour blocks are clear (nz) or whose run already
+    reached 2: per run it must still give max over its targets of min(qmag[t-s] + qmag[t+s], 2)."""
+    rng = np.random.default_rng(seed)
+    qmag = np.where(rng.random(shape) < density, rng.integers(1, 3, shape), 0).astype(np.int8)
+    flat = qmag.reshape(-1)
+    nz = np.zeros((flat.size >> I.NZ_BITS) + 1, np.uint8)
+    np.maximum.at(nz, np.flatnonzero(flat) >> I.NZ_BITS, 1)
+    for p in I.passes(shape):
+        known, base, grid, off = I.geometry(shape, p)
+        _, lo, hi, _ = reference_neighbours(qmag, p)
+        terms = np.minimum(lo.astype(int) + hi, 2).reshape(-1)
+        step = 1 << run_bits
+        expected = np.array([terms[k:k + step].max() for k in range(0, terms.size, step)])
+        got = I._busiest(flat, known, base, grid, off, run_bits, nz)
+        np.testing.assert_array_equal(got, expected)
