@@ -460,6 +460,7 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, level, edge
                     continue
                 for g in range(f, f + n * step, step):
                     c, _ = _context(recon, qmag, _u(g + o[1]), _u(g + o[2]), 0, edge)  # in level
+                    c = _u(c)                               # (no negative-index fix-up)
                     if models[c, 0] < 0:
                         return rans.NO_TABLE, used
                     s, x, y = rans.step_at(x, y, models[c, 0], models[c, 1], models[c, 2], cum,
