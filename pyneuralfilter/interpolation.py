@@ -175,9 +175,16 @@ def gradient_thresholds(eb):
 def _context(recon, qmag, lo, hi, level, edges):
     """Context of a target whose neighbours at t-s, t+s are lo, hi (see `pass_contexts`;
     edges: `gradient_thresholds`), and its neighbour-magnitude term."""
-    d = abs(np.float64(recon[hi]) - np.float64(recon[lo]))
+    return _context_of(np.float64(recon[lo]), np.float64(recon[hi]), qmag[lo], qmag[hi], level,
+                       edges)
+
+
+@numba.njit(cache=True, inline="always")
+def _context_of(a, b, qa, qb, level, edges):
+    """`_context` from the neighbours' values a, b and code magnitudes qa, qb."""
+    d = abs(b - a)
     g = int(d >= edges[0]) + int(d >= edges[1]) + int(d >= edges[2])
-    m = min(qmag[lo] + qmag[hi], 2)
+    m = min(qa + qb, 2)
     return level * 12 + m * 4 + g, m
 
 
@@ -208,9 +215,17 @@ def _predict(recon, resid, f, o, w, gain):
     """Sum of w[k] * (the neighbour o[k] elements from f), in order, plus (unless gain is None)
     gain times the sum of the coded residuals of the neighbours at t-s and t+s; a non-finite
     prediction is 0."""
+    return _predict_with(recon, resid, f, o, w, gain, np.float64(recon[_u(f + o[1])]),
+                         np.float64(recon[_u(f + o[2])]))
+
+
+@numba.njit(cache=True, inline="always")
+def _predict_with(recon, resid, f, o, w, gain, a, b):
+    """`_predict` given the values a, b of the neighbours at t-s and t+s (the gradient context
+    reads them too)."""
     p = w[0] * recon[_u(f + o[0])]
-    p = p + w[1] * recon[_u(f + o[1])]
-    p = p + w[2] * recon[_u(f + o[2])]
+    p = p + w[1] * a
+    p = p + w[2] * b
     p = p + w[3] * recon[_u(f + o[3])]
     if gain is not None:            # None: no feedback (compiled without the term)
         p = p + gain * (resid[_u(f + o[1])] + resid[_u(f + o[2])])
@@ -309,8 +324,15 @@ def pass_restore(recon, qmag, resid, known, base, grid, off, w, gain, q, escaped
 def _restore(recon, qmag, resid, f, o, w, gain, v, twoeb, single):
     """Target f decoded from its code v (see `pass_restore`); o, w from `_taps`.  v None:
     code 0 of an unflagged run, where qmag and resid keep the 0 they start with."""
+    _restore_with(recon, qmag, resid, f, o, w, gain, v, twoeb, single,
+                  np.float64(recon[_u(f + o[1])]), np.float64(recon[_u(f + o[2])]))
+
+
+@numba.njit(cache=True, inline="always")
+def _restore_with(recon, qmag, resid, f, o, w, gain, v, twoeb, single, a, b):
+    """`_restore` given the neighbours' values a, b (`_predict_with`)."""
     r = 0.0 * twoeb if v is None else v * twoeb
-    p = _predict(recon, resid, f, o, w, gain) + r
+    p = _predict_with(recon, resid, f, o, w, gain, a, b) + r
     recon[f] = np.float64(np.float32(p)) if single else p
     if v is not None:
         qmag[f] = min(abs(v), 2)
@@ -459,7 +481,9 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, level, edge
                         _restore(recon, qmag, resid, g, o, ww, gain, None, twoeb, single)
                     continue
                 for g in range(f, f + n * step, step):
-                    c, _ = _context(recon, qmag, _u(g + o[1]), _u(g + o[2]), 0, edge)  # in level
+                    lo_, hi_ = _u(g + o[1]), _u(g + o[2])
+                    a, b = np.float64(recon[lo_]), np.float64(recon[hi_])   # read once
+                    c, _ = _context_of(a, b, qmag[lo_], qmag[hi_], 0, edge)  # in level
                     c = _u(c)                               # (no negative-index fix-up)
                     if models[c, 0] < 0:
                         return rans.NO_TABLE, used
@@ -471,7 +495,7 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, level, edge
                     k = models[c, 3]
                     v = s - k
                     if v <= k:
-                        _restore(recon, qmag, resid, g, o, ww, gain, v, twoeb, single)
+                        _restore_with(recon, qmag, resid, g, o, ww, gain, v, twoeb, single, a, b)
                         nz[g >> _u(NZ_BITS)] |= v != 0
                     elif used < verbatim.size:              # the escape symbol 2K+1
                         recon[g], qmag[g] = verbatim[used], 2
