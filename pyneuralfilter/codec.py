@@ -584,9 +584,14 @@ def _model_or_none(model, predictor):
 
 def _verbatim(chunk):
     raw = chunk.sections.get(VERBATIM, b"")
+    if not raw:
+        return _NO_VALUES
     if len(raw) % chunk.dtype.itemsize:
         raise CorruptChunkError("verbatim section does not hold whole values")
     return np.frombuffer(raw, chunk.dtype.newbyteorder("<")).astype(np.float64)
+
+
+_NO_VALUES = np.zeros(0)             # (writeable, as a filled section's: the same kernel types)
 
 
 def _finish(out, chunk):
@@ -718,22 +723,22 @@ def _pass_parameters(shape, head, offs, kinds, taps, gains, k, eb):
     ws = interpolation.volume_weights(head, kinds[k:k + n],
                                       None if taps is None else taps[k:k + n], offs.size)
     feedback = np.zeros(n) if gains is None else gains[k:k + n] / FEEDBACK_UNIT
-    return ws, feedback, 2.0 * (eb / _level_divisors(shape))
+    return ws, feedback, _doubled_level_bounds(shape, eb)
 
 
 @functools.lru_cache(maxsize=64)
 def _gradient_thresholds(eb):
-    """`interpolation.gradient_thresholds` (read-only): one bound serves all of a dataset's
-    chunks when it is absolute."""
+    """`interpolation.gradient_thresholds` (read-only).  This and `_doubled_level_bounds` are
+    cached: one absolute bound serves all of a dataset's chunks."""
     out = interpolation.gradient_thresholds(eb)
     out.flags.writeable = False
     return out
 
 
 @functools.lru_cache(maxsize=64)
-def _level_divisors(shape):
-    """eb / level_bound(eb, p) for each pass of a volume (read-only)."""
-    out = np.array([_level_divisor(p) for p in interpolation.volume_layout(shape)[0]])
+def _doubled_level_bounds(shape, eb):
+    """2 level_bound(eb, p) for each pass of a volume (read-only)."""
+    out = 2.0 * (eb / np.array([_level_divisor(p) for p in interpolation.volume_layout(shape)[0]]))
     out.flags.writeable = False
     return out
 
