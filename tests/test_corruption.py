@@ -180,3 +180,36 @@ def test_checksums_are_zlib_crc32():
 def struct_crc(data):
     import struct
     return struct.unpack("<I", data[-4:])[0]
+
+
+def _damaged_codes(damage):
+    """The CODES section of DATA damaged in one part that the decoder reads before any code."""
+    from pyneuralfilter import entropy
+    codes = container.unpack(DATA).sections[1]
+    buf = np.frombuffer(codes, np.uint8)
+    kind = entropy.TABLES[codes[0] >> 7]
+    end, Ks, at = entropy._section_tables(buf, kind)
+    if damage == "head":
+        return codes[:5]
+    if damage == "tables":
+        return codes[:end - 1]
+    if damage == "partial word":
+        return codes + b"\0"
+    if damage == "short stream":
+        return codes[:end + 8]
+    c = int(np.flatnonzero(Ks >= 0)[0])                    # "no probability": every weight 0
+    size = entropy._table_size(kind, int(Ks[c]))
+    return codes[:at[c]] + bytes([255]) * size + codes[at[c] + size:]
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("head", "truncated or names an unknown context set"),
+    ("tables", "truncated in its tables"),
+    ("partial word", "partial word"),
+    ("short stream", "entropy-coded section is truncated"),
+    ("no probability", "table with no probability")])
+def test_damaged_section_head_with_valid_checksum_says_which_part(damage, message):
+    chunk = container.unpack(DATA)
+    chunk.sections[1] = _damaged_codes(damage)               # repacked: the checksum is valid
+    with pytest.raises(nf.CorruptChunkError, match=message):
+        nf.decode(chunk.pack())
