@@ -325,7 +325,8 @@ static herr_t nf_set_local_h5py(hid_t d, hid_t t, hid_t s) { return nf_set_local
     X(PyTuple_New) X(PyTuple_SetItem) X(PyLong_FromUnsignedLong)      \
     X(Py_DecRef) X(PyErr_Fetch) X(PyErr_NormalizeException) X(PyObject_Str) X(PyUnicode_AsUTF8) \
     X(PyErr_Clear) X(PySys_SetObject) X(PySys_GetObject) X(PyBool_FromLong)          \
-    X(PyDict_GetItemString) X(PyObject_GetBuffer) X(PyBuffer_Release)
+    X(PyDict_GetItemString) X(PyObject_GetBuffer) X(PyBuffer_Release)                         \
+    X(PyMemoryView_FromMemory) X(PyObject_CallMethod)
 
 #define NF_DECL(f) static __typeof__(f) *p_##f;
 NF_PYFUNCS(NF_DECL)
@@ -497,6 +498,33 @@ static int nf_callbacks(int from_host, char *err, size_t n)
     return 0;
 }
 
+/* Bytes of a decoded chunk from set_local's words (0: unknown) */
+static size_t nf_decoded_size(size_t n, const unsigned cd[])
+{
+    if (n < NF_CD_DIMS) return 0;
+    size_t size = cd[NF_CD_ITEMSIZE], rank = cd[NF_CD_RANK];
+    if ((size != 4 && size != 8) || rank < 1 || rank > NF_MAX_RANK || n < NF_CD_DIMS + rank) return 0;
+    for (size_t i = 0; i < rank; i++) {
+        size_t d = cd[NF_CD_DIMS + i];
+        if (d == 0 || size > SIZE_MAX / d) return 0;
+        size *= d;
+    }
+    return size;
+}
+
+/* Let go of a memoryview over our memory; 1 when nothing in Python can reach the memory any
+ * more (else the memory must never be freed: it is left to the process). */
+static int nf_release_view(PyObject *view)
+{
+    PyObject *r = p_PyObject_CallMethod(view, "release", NULL);
+    if (!r) {
+        p_PyErr_Clear();
+        return 0;
+    }
+    p_Py_DecRef(r);
+    return 1;
+}
+
 static size_t nf_filter_with(const nf_h5api *a, int from_host, unsigned flags, size_t cd_nelmts,
                              const unsigned cd_values[], size_t nbytes, size_t *buf_size, void **buf)
 {
@@ -515,8 +543,18 @@ static size_t nf_filter_with(const nf_h5api *a, int from_host, unsigned flags, s
         return 0;
     }
 
+    /* On read, Python decodes straight into the buffer HDF5 gets back (no copy) when the
+     * chunk size is known: a writable memoryview over it is the callback's third argument. */
+    size_t decoded = reverse ? nf_decoded_size(cd_nelmts, cd_values) : 0;
+    void *target = decoded ? malloc(decoded) : NULL;
+    if (decoded && !target) {
+        nf_h5error(a, a->min_callback, "filter", "%s failed: out of memory (%zu bytes)", what,
+                   decoded);
+        return 0;
+    }
+
     PyGILState_STATE g = p_PyGILState_Ensure();
-    PyObject *data = NULL, *cd = NULL, *res = NULL;
+    PyObject *data = NULL, *cd = NULL, *res = NULL, *view = NULL;
     if (nf_callbacks(from_host, err, sizeof err) < 0) goto done;
     data = p_PyBytes_FromStringAndSize((const char *)*buf, (Py_ssize_t)nbytes);
     cd = p_PyTuple_New((Py_ssize_t)cd_nelmts);
@@ -526,18 +564,48 @@ static size_t nf_filter_with(const nf_h5api *a, int from_host, unsigned flags, s
         if (!x) { nf_fetch_error(err, sizeof err); goto done; }
         p_PyTuple_SetItem(cd, (Py_ssize_t)i, x); /* steals x */
     }
-    res = p_PyObject_CallFunctionObjArgs(reverse ? py_decode : py_encode, data, cd, NULL);
+    if (target) {
+        view = p_PyMemoryView_FromMemory((char *)target, (Py_ssize_t)decoded, PyBUF_WRITE);
+        if (!view) { nf_fetch_error(err, sizeof err); goto done; }
+    }
+    res = p_PyObject_CallFunctionObjArgs(reverse ? py_decode : py_encode, data, cd, view, NULL);
     if (!res) { nf_fetch_error(err, sizeof err); goto done; }
-    {   /* any contiguous buffer (bytes, or the decoded array itself: no extra copy) */
-        Py_buffer view;
-        if (p_PyObject_GetBuffer(res, &view, PyBUF_CONTIG_RO) < 0) {
+    if (view) {             /* decoded into target: the callback returned how many bytes */
+        Py_buffer check;    /* (the decoded array itself, as a buffer of `decoded` bytes) */
+        if (p_PyObject_GetBuffer(res, &check, PyBUF_CONTIG_RO) < 0) {
             nf_fetch_error(err, sizeof err);
             goto done;
         }
-        size_t len = view.len > 0 ? (size_t)view.len : 0;
+        int ours = check.buf == target && (size_t)check.len == decoded;
+        p_PyBuffer_Release(&check);
+        p_Py_DecRef(res);
+        res = NULL;
+        if (!ours) {
+            snprintf(err, sizeof err, "the Python callback did not decode into the buffer given");
+            goto done;
+        }
+        if (!nf_release_view(view)) {
+            snprintf(err, sizeof err, "the decoded chunk is still referenced from Python");
+            target = NULL; /* never freed: Python may still read it */
+            goto done;
+        }
+        free(*buf);
+        *buf = target;
+        target = NULL;
+        *buf_size = decoded;
+        result = decoded;
+        goto done;
+    }
+    {   /* any contiguous buffer (the compressed bytes; a decoded array without set_local) */
+        Py_buffer out_view;
+        if (p_PyObject_GetBuffer(res, &out_view, PyBUF_CONTIG_RO) < 0) {
+            nf_fetch_error(err, sizeof err);
+            goto done;
+        }
+        size_t len = out_view.len > 0 ? (size_t)out_view.len : 0;
         void *out = len ? malloc(len) : NULL;
-        if (out) memcpy(out, view.buf, len);
-        p_PyBuffer_Release(&view);
+        if (out) memcpy(out, out_view.buf, len);
+        p_PyBuffer_Release(&out_view);
         if (!len) { snprintf(err, sizeof err, "the Python callback returned no data"); goto done; }
         if (!out) { snprintf(err, sizeof err, "out of memory (%zu bytes)", len); goto done; }
         free(*buf);
@@ -549,6 +617,11 @@ done:
     if (res) p_Py_DecRef(res);
     if (cd) p_Py_DecRef(cd);
     if (data) p_Py_DecRef(data);
+    if (view) {             /* the error is fetched and cleared: frames holding views are gone */
+        if (target && !nf_release_view(view)) target = NULL; /* still reachable: keep it */
+        p_Py_DecRef(view);
+    }
+    free(target);
     p_PyGILState_Release(g);
     if (!result) nf_h5error(a, a->min_callback, "filter", "%s failed: %s", what, err);
     return result;

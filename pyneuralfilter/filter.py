@@ -200,14 +200,18 @@ def encode_chunk(data: bytes, cd_values) -> bytes:
     return bytes(nf.encode(arr, model=p.model, **kw))
 
 
-def decode_chunk(data: bytes, cd_values) -> np.ndarray:
+def decode_chunk(data: bytes, cd_values, out=None) -> np.ndarray:
     """Decompress one chunk, checking that it holds the chunk shape and dtype of cd_values.
-    Returns a C-contiguous array that stays valid until the next call on this thread (a reused
-    work array: see `workspace`): the plugin copies it into HDF5's buffer at once."""
+    `out`: the writable buffer the C plugin hands back to HDF5 (the decoded bytes go straight
+    there); without it, a C-contiguous array that stays valid until the next call on this
+    thread (a reused work array: see `workspace`)."""
     p = _parsed(tuple(cd_values))
     if p.shape is None:
         return codec.decode(data)
-    out = workspace.array("filter.chunk", p.shape, p.native)
+    if out is None:
+        out = workspace.array("filter.chunk", p.shape, p.native)
+    else:
+        out = np.frombuffer(out, p.native).reshape(p.shape)
     try:
         return codec.decode(data, out=out)
     except OutputMismatchError as exc:          # not a chunk of this dataset

@@ -321,3 +321,38 @@ def test_plugin_path_without_registration(tmp_path):
         bound = parse_cd_values(f["y"].id.get_create_plist().get_filter(0)[2]).bound
         assert f["y"].id.get_storage_size() < b.nbytes
         assert np.abs(f["y"][...] - b).max() <= bound
+
+
+def test_decode_chunk_into_the_plugins_buffer():
+    """The plugin passes a writable memoryview over the buffer it returns to HDF5: the chunk is
+    decoded into it, and the callback returns an array over exactly that memory."""
+    from pyneuralfilter.filter import decode_chunk
+    a = smooth((12, 10, 7), np.float64)
+    cd = pack_cd_values(abs=1e-3) + (8, 3, 12, 10, 7)
+    target = bytearray(a.nbytes)
+    got = decode_chunk(nf.encode(a, abs=1e-3), cd, memoryview(target))
+    assert np.shares_memory(got, np.frombuffer(target, np.uint8))
+    assert np.array_equal(np.frombuffer(target, "=f8").reshape(a.shape), nf.decode(nf.encode(a, abs=1e-3)))
+    del got
+    with pytest.raises(nf.CorruptChunkError, match="does not fit"):
+        decode_chunk(nf.encode(a[:6], abs=1e-3), cd, memoryview(target))
+
+
+def test_repeated_failed_reads_then_good_ones(tmp_path, capfd):
+    """After a failed decode the plugin frees its buffer only once Python's memoryview over it
+    is released (else it never frees it): many failed reads neither crash nor disturb the
+    chunks read after them."""
+    a = smooth((16, 16, 32), np.float32)
+    p = tmp_path / "f.h5"
+    with h5py.File(p, "w") as f:
+        ds = f.create_dataset("x", data=a, chunks=(16, 16, 16), **Neural(abs=1e-3))
+        _, data = ds.id.read_direct_chunk((0, 0, 16))
+        bad = bytearray(data)
+        bad[len(bad) // 2] ^= 0xFF
+        ds.id.write_direct_chunk((0, 0, 16), bytes(bad))
+    with h5py.File(p, "r") as f:
+        for _ in range(50):
+            with pytest.raises(OSError):
+                f["x"][...]
+        assert np.abs(f["x"][:, :, :16] - a[:, :, :16]).max() <= 1e-3
+    capfd.readouterr()
