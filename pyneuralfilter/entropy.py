@@ -211,13 +211,11 @@ class Decoder:
             kind = TABLES[index >> 7]
             self.cmap = np.asarray(maps[index & 0x7F], np.uint8)
         except IndexError:
-            raise CorruptChunkError("entropy-coded section truncated or names an unknown "
-                                    "context set") from None
+            raise CorruptChunkError(_NO_HEAD) from None
         buf = np.frombuffer(data, np.uint8)
         if not legacy:
             if buf.size < _HEAD:
-                raise CorruptChunkError("entropy-coded section truncated or names an unknown "
-                                        "context set")
+                raise CorruptChunkError(_NO_HEAD)
             status, self.alphabet, self.words, state, *models = _open(buf, kind is OctaveTable)
             if status:
                 raise CorruptChunkError(_OPEN_ERRORS[status])
@@ -373,6 +371,7 @@ def _ungroup(contexts, cmap, counts, symbols, alphabet, q, escaped):
 
 
 _HEAD = struct.calcsize("<BQ")           # a section starts: context set and kind, mask
+_NO_HEAD = "entropy-coded section truncated or names an unknown context set"
 _TRUNCATED, _NO_PROBABILITY = 1, 2
 
 
@@ -437,7 +436,7 @@ def _section_tables(buf, kind):
     """(end of the tables, each context's K (-1: no table), where its table starts) of a
     section whose head (context set and kind, 64-bit mask of the contexts coded) is in buf."""
     if buf.size < _HEAD:
-        raise CorruptChunkError("entropy-coded section truncated or names an unknown context set")
+        raise CorruptChunkError(_NO_HEAD)
     mask = np.uint64(struct.unpack_from("<Q", buf, 1)[0])
     status, pos, Ks, at = _parse_tables(buf, _HEAD, kind is OctaveTable, mask)
     if status:
@@ -481,11 +480,8 @@ def _open(buf, octave):
         b = pos + 4 * i
         words[i] = (np.uint32(buf[b]) | np.uint32(buf[b + 1]) << np.uint32(8)
                     | np.uint32(buf[b + 2]) << np.uint32(16) | np.uint32(buf[b + 3]) << np.uint32(24))
-    state = np.empty(3, np.uint64)
-    state[0] = _u(words[0]) | _u(words[1]) << _u(32)
-    state[1] = _u(words[2]) | _u(words[3]) << _u(32)
-    state[2] = 4
-    return status, np.maximum(Ks, 0), words, state, cum, cum_at, bucket, bucket_at, shift
+    return (status, np.maximum(Ks, 0), words, rans.start_state(words), cum, cum_at, bucket,
+            bucket_at, shift)
 
 
 @numba.njit(cache=True)

@@ -146,7 +146,7 @@ class CdValues(NamedTuple):
     @property
     def native(self):
         """The chunk dtype in this machine's byte order (None before set_local ran)."""
-        return None if self.itemsize is None else np.dtype(f"=f{self.itemsize}")
+        return None if self.itemsize is None else self.dtype.newbyteorder("=")
 
 
 def parse_cd_values(cd) -> CdValues:

@@ -224,10 +224,17 @@ def decode(state, words, contexts, cmap, cum, cum_at, bucket, bucket_at, shift, 
 
 def start(words):
     """Decoder state at the start of a stream (see `decode`); None if it is too short."""
-    if words.size < 4:
-        return None
-    return np.array([int(words[0]) | int(words[1]) << 32, int(words[2]) | int(words[3]) << 32, 4],
-                    np.uint64)
+    return None if words.size < 4 else start_state(words)
+
+
+@numba.njit(cache=True)
+def start_state(words):
+    """`start` of a stream of at least 4 words: the encoder wrote both final states first."""
+    state = np.empty(3, np.uint64)
+    state[0] = _u(words[0]) | _u(words[1]) << _u(32)
+    state[1] = _u(words[2]) | _u(words[3]) << _u(32)
+    state[2] = 4
+    return state
 
 
 def finished(state, words):
