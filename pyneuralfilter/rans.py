@@ -25,7 +25,7 @@ import numpy as np
 
 PRECISION = 24
 L = np.uint64(1 << 31)                     # the states stay in [L, 2^64) between symbols
-_MASK = np.uint64((1 << PRECISION) - 1)
+MASK = np.uint64((1 << PRECISION) - 1)
 _MAX_BUCKET_BITS = 12
 _u = numba.uint64                          # unsigned indices: no negative-index wraparound code
 
@@ -194,7 +194,7 @@ def step(x, y, c, cum, cum_at, bucket, bucket_at, shift):
 def step_at(x, y, cum_at, bucket_at, shift, cum, bucket):
     """`step` with the context's model given by its offsets and shift."""
     base = _u(cum_at)
-    slot = x & _MASK
+    slot = x & MASK
     s = _u(bucket[_u(bucket_at) + (slot >> _u(shift))])
     while cum[base + s + _u(1)] <= slot:
         s += _u(1)

@@ -137,3 +137,58 @@ def test_busiest_with_block_flags_equals_the_plain_scan(shape, density, seed, ru
         expected = np.array([terms[k:k + step].max() for k in range(0, terms.size, step)])
         got = I._busiest(flat, known, base, grid, off, run_bits, nz)
         np.testing.assert_array_equal(got, expected)
+
+
+def _volume_decode_args(field, rel):
+    """The arguments `codec` hands `volume_decode` for a 32^3 chunk of a field."""
+    import pyneuralfilter as nf
+    from pyneuralfilter import codec, datagen
+    x = datagen.field(field, 32, seed=1, **({"steps": 200} if field.startswith("gray") else {}))
+    data = nf.encode(x, rel=rel, predictor="interp")
+    calls, decode = [], I.volume_decode
+    codec.interpolation.volume_decode = lambda *a: calls.append(
+        [v.copy() if isinstance(v, np.ndarray) else v for v in a]) or decode(*a)
+    try:
+        nf.decode(data)
+    finally:
+        codec.interpolation.volume_decode = decode
+    (args,) = calls
+    return args
+
+
+@pytest.mark.parametrize("field, rel, chosen", [("bssn_chi", 1e-3, True),
+                                                ("grayscott_u", 1e-2, False)])
+def test_code_zero_first_decodes_the_same(field, rel, chosen):
+    """`pass_decode`'s code-0 shortcut (zero_first) decodes exactly what the full rANS step
+    does: forced on in every pass, and off, both give `volume_decode`'s values and end state."""
+    (recon, qmag, resid, known, first, twoeb, head, offs, ws, gains, twoebs, edges, single,
+     verbatim, used, run_bits, flag_context, state, words, cmap, alphabet, cum, cum_at, bucket,
+     bucket_at, shift) = args = _volume_decode_args(field, rel)
+    assert any(I._level_models(level, cmap, alphabet, cum, cum_at, bucket_at, shift)[1]
+               for level in range(3)) == chosen
+    results = []
+    for zero_first in ("volume_decode", True, None):
+        r, q, res, st = (None if a is None else a.copy() for a in (recon, qmag, resid, state))
+        if zero_first == "volume_decode":
+            status, u = I.volume_decode(r, q, res, *args[3:17], st, *args[18:])
+        else:          # point 0 alone (no passes), then every pass as volume_decode runs it
+            status, u = I.volume_decode(r, q, res, known, first, twoeb, head[:0], offs, ws,
+                                        gains, twoebs, *args[11:17], st, *args[18:])
+            nz = np.zeros((r.size >> I.NZ_BITS) + 1, np.uint8)
+            nz[0] = q[0] != 0
+            for k, (base, *grid, at, level, _, _) in enumerate(head):
+                end = offs.size if k + 1 == len(head) else head[k + 1, 8]
+                models, _ = I._level_models(level, cmap, alphabet, cum, cum_at, bucket_at, shift)
+                gain = None if res is None or gains[k] == 0 else gains[k]
+                status, u = I.pass_decode(
+                    r, q, res, known, base, np.array(grid), offs[at:end].reshape(4, -1),
+                    ws[at:end].reshape(4, -1), gain, models, edges, twoebs[k], single, verbatim,
+                    u, run_bits, flag_context + 3 * level, nz, st, words, cmap, alphabet, cum,
+                    cum_at, bucket, bucket_at, shift, zero_first)
+                assert status == 0
+        results.append((status, u, r, q, st))
+    for status, u, r, q, st in results[1:]:
+        assert status == results[0][0] == 0 and u == results[0][1]
+        np.testing.assert_array_equal(r.view(np.uint8), results[0][2].view(np.uint8))
+        np.testing.assert_array_equal(q, results[0][3])
+        np.testing.assert_array_equal(st, results[0][4])
