@@ -486,15 +486,16 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, models, edg
                     c = _u(c)                               # (no negative-index fix-up)
                     if models[c, 0] < 0:
                         return rans.NO_TABLE, used
-                    slot = (x & rans.MASK) - _u(models[c, 4])
-                    if zero_first is not None and slot < _u(models[c, 5]):
-                        x, y = y, _u(models[c, 5]) * (x >> _u(rans.PRECISION)) + slot  # code 0:
-                        if y < rans.L:                      # the rANS step of symbol K, and
-                            y = (y << _u(32)) | (_u(words[_u(pos)]) if pos < words.size else _u(0))
-                            pos += 1                        # qmag, resid and nz keep their 0
-                        _restore_with(recon, qmag, resid, g, o, ww, gain, None, twoeb, single, a,
-                                      b)
-                        continue
+                    if zero_first is not None:              # code 0 (symbol K) first
+                        zero, x, y = rans.step_if(x, y, models[c, 4], models[c, 5])
+                        if zero:
+                            if y < rans.L:
+                                y = (y << _u(32)) | (_u(words[_u(pos)]) if pos < words.size
+                                                     else _u(0))
+                                pos += 1                    # qmag, resid and nz keep their 0
+                            _restore_with(recon, qmag, resid, g, o, ww, gain, None, twoeb, single,
+                                          a, b)
+                            continue
                     s, x, y = rans.step_at(x, y, models[c, 0], models[c, 1], models[c, 2], cum,
                                            bucket)
                     if y < rans.L:

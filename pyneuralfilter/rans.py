@@ -203,6 +203,16 @@ def step_at(x, y, cum_at, bucket_at, shift, cum, bucket):
     return np.int64(s), y, x
 
 
+@numba.njit(cache=True, inline="always")
+def step_if(x, y, start, freq):
+    """`step_at` for one likely symbol, whose slots are start ... start + freq - 1: when x's
+    slot lies there, (True, y, the new x); else (False, x, y), for the full step."""
+    slot = (x & MASK) - _u(start)                      # (wraps past freq when below start)
+    if slot < _u(freq):
+        return True, y, _u(freq) * (x >> _u(PRECISION)) + slot
+    return False, x, y
+
+
 @numba.njit(cache=True)
 def decode(state, words, contexts, cmap, cum, cum_at, bucket, bucket_at, shift, out):
     """Decode one symbol per context (mapped by cmap) into out; returns a status.

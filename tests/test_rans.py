@@ -137,3 +137,17 @@ def test_context_without_model():
     words = rans.encode(np.zeros(3, np.int32), np.zeros(3, np.int64), *models.arrays)
     status, _, _ = _decode(words, np.array([0, 1, 0]), models, 2)
     assert status == rans.NO_TABLE
+
+
+def test_step_if_agrees_with_the_full_step():
+    """`step_if` takes a symbol's slots exactly when `step_at` decodes that symbol, with the
+    same new states; otherwise it leaves the states as they were."""
+    rng = np.random.default_rng(5)
+    cum, bucket, shift = rans.model(rans.frequencies(rng.random(12) ** 4))
+    for x in rng.integers(int(rans.L), 2 ** 63, 500, dtype=np.uint64):
+        s, y1, x1 = rans.step_at(np.uint64(x), np.uint64(7), 0, 0, shift, cum, bucket)
+        for k in range(12):
+            hit, y2, x2 = rans.step_if(np.uint64(x), np.uint64(7), int(cum[k]),
+                                       int(cum[k + 1] - cum[k]))
+            assert hit == (s == k)
+            assert (int(y2), int(x2)) == ((int(y1), int(x1)) if hit else (int(x), 7))
