@@ -63,7 +63,8 @@ def unpack(data, source="<bytes>"):
             arrays = {n[len("decoder/"):-len(".npy")]: np.load(io.BytesIO(z.read(n)), allow_pickle=False)
                       for n in z.namelist() if n.startswith("decoder/") and n.endswith(".npy")}
             enc = z.read("encoder.pt") if "encoder.pt" in z.namelist() else None
-    except (zipfile.BadZipFile, zlib.error, KeyError, ValueError, OSError, EOFError) as e:
+    except (zipfile.BadZipFile, zlib.error, KeyError, ValueError, OSError, EOFError,
+            NotImplementedError, RuntimeError) as e:   # a flipped flag bit: "patched data", "encrypted"
         raise CorruptModelError(f"{source}: not a readable neuralfilter model file ({e})") from None
     if card.get("format_version") != FORMAT_VERSION:
         raise CorruptModelError(f"{source}: model format version {card.get('format_version')!r} "

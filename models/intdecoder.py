@@ -77,7 +77,7 @@ class IntDecoder:
             self.layers.append((np.ascontiguousarray(w.T, dtype=np.float64), b.astype(np.float64),
                                 np.ldexp(1.0, -sh), ly))
         self.check_exact()
-        self._torch = None
+        self._torch = {}                       # device -> layer tensors
 
     def check_exact(self):
         """Raise unless every accumulator provably stays an exactly representable integer."""
@@ -95,8 +95,11 @@ class IntDecoder:
         if dim != GRID ** 3:
             raise CorruptChunkError(f"model decoder outputs {dim} values, expected {GRID ** 3}")
 
-    def decode(self, latents, backend="numpy"):
-        """int latents (n, L) in [-levels, levels] -> float64 (n, 5, 5, 5) in [-1, 1]."""
+    def decode(self, latents, backend="numpy", device="cpu"):
+        """int latents (n, L) in [-levels, levels] -> float64 (n, 5, 5, 5) in [-1, 1].
+
+        backend "torch" runs on `device` (a GPU too): the same bits, since every sum is an
+        exact float64 integer whatever the order."""
         q = np.asarray(latents)
         if q.ndim != 2 or q.shape[1] != self.latent_dim or q.dtype.kind not in "iu":
             raise ValueError(f"latents must be an integer array of shape (n, {self.latent_dim}), "
@@ -108,9 +111,12 @@ class IntDecoder:
                                  or [np.zeros((0, GRID ** 3))])
         elif backend == "torch":
             import torch
-            if self._torch is None:
-                self._torch = [tuple(map(torch.from_numpy, ly[:3])) for ly in self.layers]
-            out = self._run_torch(torch.from_numpy(q.astype(np.float64)), torch).numpy()
+            device = torch.device(device)
+            if device not in self._torch:
+                self._torch[device] = [tuple(torch.from_numpy(a).to(device) for a in ly[:3])
+                                       for ly in self.layers]
+            a = torch.from_numpy(q.astype(np.float64)).to(device)
+            out = self._run_torch(self._torch[device], a, torch).cpu().numpy()
         else:
             raise ValueError(f"unknown backend {backend!r}; use 'numpy' or 'torch'")
         return out.reshape(-1, GRID, GRID, GRID)
@@ -130,8 +136,8 @@ class IntDecoder:
                 return np.clip(acc, -1.0, 1.0, out=acc)
         raise CorruptChunkError("model decoder has no output layer")
 
-    def _run_torch(self, a, torch):
-        for (wt, b, scale), (_, _, _, ly) in zip(self._torch, self.layers):
+    def _run_torch(self, tensors, a, torch):
+        for (wt, b, scale), (_, _, _, ly) in zip(tensors, self.layers):
             acc = (a @ wt + b) * scale
             if "act_max" in ly:
                 a = torch.clamp(torch.floor(acc + 0.5), 0, ly["act_max"])

@@ -1,5 +1,7 @@
 """Model: a loaded SWAE (integer decoder always; TorchScript encoder when torch is available)."""
+import contextlib
 import io
+import os
 
 import numpy as np
 
@@ -21,7 +23,7 @@ class Model:
         self.source = source
         self._arrays = arrays
         self._encoder_bytes = encoder_bytes
-        self._encoder = None
+        self._encoders = {}                    # device -> TorchScript encoder
         self.decoder = IntDecoder(card["decoder"], arrays)
         if self.decoder.latent_dim != self.latent_dim or self.decoder.levels != self.levels:
             raise fmt.CorruptModelError(f"{source}: decoder and card disagree on the latent format")
@@ -40,37 +42,64 @@ class Model:
         """Bytes a codec needs per block for the latents at fixed width (no entropy coding)."""
         return (self.latent_dim * self.latent_bits + 7) // 8
 
-    def encode(self, x):
-        """x: (n, 5, 5, 5) float, normalised per block to [-1, 1] -> int16 latents (n, L)."""
+    def encode(self, x, device=None):
+        """x: (n, 5, 5, 5) float, normalised per block to [-1, 1] -> int16 latents (n, L).
+
+        device: a torch device; default $NEURALFILTER_DEVICE, else "cuda" when there is a GPU,
+        else "cpu".  Latents are stored, so the device's rounding never changes a decode; TF32
+        is off on the GPU so that its latents rarely differ from the CPU's."""
         x = np.asarray(x)
         if x.ndim != 4 or x.shape[1:] != (5, 5, 5):
             raise ValueError(f"blocks must have shape (n, 5, 5, 5), got {x.shape}")
-        enc = self._load_encoder()
-        import torch
-        with torch.no_grad():      # latents are stored, so the device's rounding cannot matter
-            x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(next(enc.parameters()).device)
-            z = enc(x).double().cpu().numpy()
+        torch = _torch()
+        device = torch.device(device or default_device())
+        enc = self._load_encoder(device)
+        with torch.no_grad(), _no_tf32(torch):
+            z = enc(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device))
+            z = z.double().cpu().numpy()
         return np.clip(np.round(z * self.levels), -self.levels, self.levels).astype(np.int16)
 
-    def decode(self, latents, backend="numpy"):
-        """int latents (n, L) -> float64 (n, 5, 5, 5), bit-identical on any machine/backend."""
-        return self.decoder.decode(latents, backend)
+    def decode(self, latents, backend="numpy", device="cpu"):
+        """int latents (n, L) -> float64 (n, 5, 5, 5), bit-identical on any machine/backend
+        (device: for the torch backend)."""
+        return self.decoder.decode(latents, backend, device)
 
-    def _load_encoder(self):
-        """The TorchScript encoder, loaded on the GPU when there is one."""
-        if self._encoder is None:
+    def _load_encoder(self, device="cpu"):
+        """The TorchScript encoder on `device` (loaded once per device)."""
+        device = _torch().device(device)
+        if device not in self._encoders:
             if self._encoder_bytes is None:
                 raise NeuralFilterError(f"model {self.hash[:16]} has no encoder (decode-only file)")
-            try:
-                import torch
-            except ImportError:
-                raise NeuralFilterError("encoding with a neural model needs torch "
-                                        "(pip install 'neuralfilter[torch]'); decoding does not") from None
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-            self._encoder = torch.jit.load(io.BytesIO(self._encoder_bytes), map_location=device)
-            self._encoder.eval()
-        return self._encoder
+            enc = _torch().jit.load(io.BytesIO(self._encoder_bytes), map_location=device)
+            self._encoders[device] = enc.eval()
+        return self._encoders[device]
 
     def __repr__(self):
         return f"<neuralfilter Model {self.name or ''} {self.hash[:16]} L={self.latent_dim} " \
                f"bits={self.latent_bits}>"
+
+
+def default_device():
+    """$NEURALFILTER_DEVICE (e.g. "cpu", "cuda:1"), else "cuda" when torch sees a GPU, else "cpu"."""
+    return os.environ.get("NEURALFILTER_DEVICE") or ("cuda" if _torch().cuda.is_available() else "cpu")
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise NeuralFilterError("encoding with a neural model needs torch "
+                                "(pip install 'neuralfilter[torch]'); decoding does not") from None
+    return torch
+
+
+@contextlib.contextmanager
+def _no_tf32(torch):
+    """TF32 off for matmuls and convolutions (restored after): full float32 on the GPU."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = matmul.allow_tf32, cudnn.allow_tf32
+    matmul.allow_tf32 = cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
