@@ -131,6 +131,46 @@ def _octave_probabilities(codes, K, p):
         b += 1
 
 
+@numba.njit(cache=True)
+def _octave_frequencies(codes, K, f, acc, start, count, value):
+    """`rans.frequencies_into` of `_octave_probabilities(codes, K)` into f (2K + 2 values), one
+    computation per run of equal probabilities (each octave and sign, the zero, the escape)
+    instead of per symbol: the same float64 operations on the same values, so the same
+    frequencies (the wide tables of tight bounds hold thousands of symbols in a dozen runs).
+    start, count, value: scratch for the runs (RUNS each).  False when no symbol has a
+    probability."""
+    n_runs = 2 * rans.bit_length(K) + 2
+    value = value[:n_runs]
+    B = n_runs // 2 - 1
+    for r in range(n_runs):                     # in symbol order: q = -K ... K, escape
+        if r == B:
+            start[r], count[r], value[r] = K, 1, _freq(codes[0])
+        elif r == n_runs - 1:
+            start[r], count[r], value[r] = 2 * K + 1, 1, _freq(codes[1])
+        else:
+            b = B - r if r < B else r - B       # octave 2^(b-1) <= |q| < 2^b
+            lo, hi = 1 << (b - 1), min((1 << b) - 1, K)
+            count[r] = hi - lo + 1
+            start[r] = K - hi if r < B else K + lo
+            value[r] = _freq(codes[2 * b + (r < B)]) / float(hi - lo + 1)
+    top = value.max()
+    if top <= 0:
+        return False
+    for r in range(n_runs):
+        value[r] = value[r] / top
+    scale = ((1 << rans.PRECISION) - (2 * K + 2)) / rans.exact_sum_runs(value, count[:n_runs], acc)
+    total = largest = mode = 0
+    for r in range(n_runs):
+        fr = 1 + np.int32(value[r] * scale)     # as `rans.frequencies_into`
+        f[start[r]:start[r] + count[r]] = fr
+        total += fr * count[r]
+        if fr > largest:                        # the first symbol of the largest: np.argmax
+            largest, mode = fr, start[r]
+    f[mode] += (1 << rans.PRECISION) - total
+    return True
+
+
+RUNS = 2 * QMAX.bit_length() + 2       # runs of equal probabilities of an OctaveTable, at most
 TABLES = (Table, OctaveTable)          # the kind is bit 7 of a CODES section's first byte
 
 
@@ -411,7 +451,9 @@ def _build_models(buf, octave, Ks, at):
             n_cum += 2 * Ks[c] + 3
             n_bucket += 1 << rans.bucket_bits(2 * Ks[c] + 2)
     cum, bucket = np.zeros(max(n_cum, 1), np.uint32), np.zeros(max(n_bucket, 1), np.uint16)
-    p, f = np.empty(2 * QMAX + 2), np.empty(2 * QMAX + 2, np.int64)     # scratch
+    n = 2 * Ks.max() + 2                                # scratch
+    p, f, acc = np.empty(n), np.empty(n, np.int64), np.zeros(rans.LIMBS, np.uint64)
+    start, count, value = np.empty(RUNS, np.int64), np.empty(RUNS, np.int64), np.empty(RUNS)
     n_cum = n_bucket = 0
     for c in range(MAX_CONTEXTS):
         K = Ks[c]
@@ -419,12 +461,13 @@ def _build_models(buf, octave, Ks, at):
             continue
         n, n_b = 2 * K + 2, 1 << rans.bucket_bits(2 * K + 2)
         if octave:
-            _octave_probabilities(buf[at[c]:], K, p[:n])
+            if not _octave_frequencies(buf[at[c]:], K, f[:n], acc, start, count, value):
+                return _NO_PROBABILITY, cum, cum_at, bucket, bucket_at, shift
         else:
             _table_probabilities(buf[at[c]:], K, p[:n])
-        if not (p[:n] > 0).any():
-            return _NO_PROBABILITY, cum, cum_at, bucket, bucket_at, shift
-        rans.frequencies_into(p[:n], f[:n])
+            if p[:n].max() <= 0:
+                return _NO_PROBABILITY, cum, cum_at, bucket, bucket_at, shift
+            rans.frequencies_into(p[:n], f[:n], acc)
         shift[c] = rans.model_into(f[:n], cum[n_cum:n_cum + n + 1],
                                    bucket[n_bucket:n_bucket + n_b])
         cum_at[c], bucket_at[c] = n_cum, n_bucket

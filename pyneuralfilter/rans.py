@@ -40,8 +40,14 @@ def exact_sum(p):
     fixed-point accumulator spanning the whole float64 range, so the order does not matter.
     Only the limbs the values reach are visited after the additions (a table's handful of
     probabilities touches a few of the 70)."""
-    acc = np.zeros(_LIMBS, np.uint64)                  # 32 bits per limb, carries kept above
-    first, last = _LIMBS, 0                            # limbs written: first ... last + 2
+    return exact_sum_into(p, np.zeros(LIMBS, np.uint64))
+
+
+@numba.njit(cache=True)
+def exact_sum_into(p, acc):
+    """`exact_sum` with the accumulator acc (LIMBS zeros: 32 bits per limb, carries kept
+    above) given, and left zeroed: no allocation per table."""
+    first, last = LIMBS, 0                            # limbs written: first ... last + 2
     for u in p.view(np.uint64):
         e = np.int64((u >> _u(52)) & _u(0x7FF))        # biased exponent (signs ignored)
         m = u & _u((1 << 52) - 1)
@@ -56,13 +62,46 @@ def exact_sum(p):
         acc[k] += lo & _u(0xFFFFFFFF)
         acc[k + 1] += (lo >> _u(32)) + (hi & _u(0xFFFFFFFF))
         acc[k + 2] += hi >> _u(32)
-    if first == _LIMBS:
+    return _rounded(acc, first, last + 2)
+
+
+@numba.njit(cache=True)
+def exact_sum_runs(values, counts, acc):
+    """`exact_sum_into` of counts[i] (< 2^31) copies of each values[i], without writing them
+    out: each value times its count is added exactly (an octave table's thousands of equal
+    probabilities cost one addition)."""
+    first, last = LIMBS, 0                             # limbs written: first ... last + 3
+    for u, count in zip(values.view(np.uint64), counts):
+        e = np.int64((u >> _u(52)) & _u(0x7FF))
+        m = u & _u((1 << 52) - 1)
+        if e:
+            m |= _u(1 << 52)
+        elif not m or not count:
+            continue
+        pos = max(e - 1, 0)
+        k, sh = pos >> 5, _u(pos & 31)
+        first, last = min(first, k), max(last, k)
+        a = (m & _u(0xFFFFFFFF)) * _u(count)           # m count = a mod 2^32 + b 2^32
+        b = (m >> _u(32)) * _u(count) + (a >> _u(32))
+        for j, limb in enumerate((a & _u(0xFFFFFFFF), b & _u(0xFFFFFFFF), b >> _u(32))):
+            v = limb << sh                             # each limb < 2^32: no overflow
+            acc[k + j] += v & _u(0xFFFFFFFF)
+            acc[k + j + 1] += v >> _u(32)
+    return _rounded(acc, first, last + 3)
+
+
+@numba.njit(cache=True)
+def _rounded(acc, first, last):
+    """The sum held in acc[first ... last] (limbs of 32 bits and carries), correctly rounded to
+    float64 (ties to even); leaves acc zeroed."""
+    if first == LIMBS:
         return 0.0
     k = first                                          # carry: every limb to 32 bits
-    while k < _LIMBS - 1 and (k <= last + 2 or acc[k] >> _u(32)):
+    while k < LIMBS - 1 and (k <= last or acc[k] >> _u(32)):
         acc[k + 1] += acc[k] >> _u(32)
         acc[k] &= _u(0xFFFFFFFF)
         k += 1
+    written = k                                        # acc[first ... written] to clear
     while not acc[k]:                                  # the highest set bit: top
         k -= 1
     top = 32 * k + bit_length(np.int64(acc[k])) - 1
@@ -79,10 +118,11 @@ def exact_sum(p):
             sticky = acc[j] != 0
         if sticky or m & _u(1):
             m += _u(1)
+    acc[first:written + 1] = 0
     return math.ldexp(float(m), low - 1074)
 
 
-_LIMBS = 70                                            # 2^-1074 ... 2^1024 and carries
+LIMBS = 70                                            # 2^-1074 ... 2^1024 and carries
 
 
 @numba.njit(cache=True, inline="always")
@@ -104,13 +144,14 @@ def frequencies(p):
     """Integer frequencies summing to 2^PRECISION, every symbol at least 1, proportional to the
     weights p (non-negative float64, not all 0) with integer-exact, order-fixed arithmetic."""
     f = np.empty(p.size, np.int64)
-    frequencies_into(p.copy(), f)
+    frequencies_into(p.copy(), f, np.zeros(LIMBS, np.uint64))
     return f
 
 
 @numba.njit(cache=True)
-def frequencies_into(p, f):
-    """`frequencies` of p into f, without allocating (p is overwritten)."""
+def frequencies_into(p, f, acc):
+    """`frequencies` of p into f, without allocating (p is overwritten; acc: `exact_sum_into`'s
+    accumulator)."""
     n = p.size
     spare = (1 << PRECISION) - n
     if not 0 < n <= spare:
@@ -118,9 +159,9 @@ def frequencies_into(p, f):
     top = p.max()
     for i in range(n):
         p[i] = p[i] / top                              # no overflow or underflow below
-    scale = spare / exact_sum(p)
-    for i in range(n):
-        f[i] = 1 + np.int64(np.floor(p[i] * scale))
+    scale = spare / exact_sum_into(p, acc)             # the sum is >= 1 (it holds p = 1)
+    for i in range(n):                                 # 0 <= p scale <= spare < 2^31: the
+        f[i] = 1 + np.int32(p[i] * scale)              # truncation is the floor (vectorised)
     f[np.argmax(f)] += (1 << PRECISION) - f.sum()      # rounding remainder to the mode
 
 

@@ -2,9 +2,10 @@
 import math
 
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
-from pyneuralfilter import rans
+from pyneuralfilter import entropy, rans
+from pyneuralfilter.quantizer import QMAX
 
 
 class _Models:
@@ -100,12 +101,45 @@ def test_exact_sum_is_correctly_rounded(p):
     assert rans.exact_sum(np.array(p)) == math.fsum(p)
 
 
+@settings(deadline=None)          # the first example loads the compiled kernels
+@given(runs=st.lists(st.tuples(st.floats(0, 1e300) | st.sampled_from(_TIES)
+                                | st.builds(math.ldexp, st.floats(0.5, 1.0), st.integers(-1100, 1000)),
+                                st.integers(0, 5000)), min_size=1, max_size=40))
+def test_exact_sum_of_runs_is_the_sum_written_out(runs):
+    """counts[i] copies of values[i] sum, correctly rounded, as the values written out do."""
+    values, counts = np.array([v for v, _ in runs]), np.array([c for _, c in runs], np.int64)
+    acc = np.zeros(rans.LIMBS, np.uint64)
+    assert rans.exact_sum_runs(values, counts, acc) == math.fsum(np.repeat(values, counts).tolist())
+    assert not acc.any()                                       # left zeroed for the next table
+    assert rans.exact_sum_into(np.repeat(values, counts), acc) == math.fsum(np.repeat(values, counts))
+    assert not acc.any()
+
+
 def test_exact_sum_ties():
     assert rans.exact_sum(np.array([1.0, 2.0 ** -53])) == 1.0                    # to even
     assert rans.exact_sum(np.array([1.0 + 2.0 ** -52, 2.0 ** -53])) == 1.0 + 2.0 ** -51
     assert rans.exact_sum(np.array([1.0, 2.0 ** -53, 2.0 ** -1074])) == 1.0 + 2.0 ** -52
     assert rans.exact_sum(np.array([2.0 ** -1074] * 3)) == 3 * 2.0 ** -1074
     assert rans.exact_sum(np.zeros(4)) == 0.0
+
+
+@settings(deadline=None)
+@given(K=st.integers(0, QMAX), codes=st.lists(st.integers(0, 255), min_size=28, max_size=28))
+@example(K=5, codes=[255] * 28)                          # no probability at all
+@example(K=QMAX, codes=[0] * 28)                         # the widest, every run alike
+@example(K=QMAX, codes=[255, 255] + [40] * 26)           # the mode in the first run
+def test_octave_frequencies_per_run_equal_the_definition(K, codes):
+    """An OctaveTable's frequencies, computed once per run of equal probabilities, are those of
+    the format's definition applied to every symbol's probability."""
+    codes = np.array(codes[:entropy.OctaveTable.size(K)], np.uint8)
+    n = 2 * K + 2
+    f = np.empty(n, np.int64)
+    runs = np.empty(entropy.RUNS, np.int64), np.empty(entropy.RUNS, np.int64), np.empty(entropy.RUNS)
+    ok = entropy._octave_frequencies(codes, K, f, np.zeros(rans.LIMBS, np.uint64), *runs)
+    p = entropy.OctaveTable(codes).probabilities(K)
+    assert ok == (p.max() > 0)
+    if ok:
+        assert np.array_equal(f, _reference_frequencies(p))
 
 
 def test_model_buckets():
