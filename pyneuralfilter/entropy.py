@@ -242,23 +242,53 @@ class Encoder:
         return head + rans.encode(symbols, contexts, *models).astype("<u4").tobytes()
 
 
+def section(data, maps, legacy=False):
+    """A coded section's bytes (uint8), table kind (Table or OctaveTable) and context map (its
+    context set, one of maps); raises CorruptChunkError when it cannot hold its head."""
+    try:
+        index = data[0]
+        cmap = np.asarray(maps[index & 0x7F], np.uint8)
+    except IndexError:
+        raise CorruptChunkError(_NO_HEAD) from None
+    buf = np.frombuffer(data, np.uint8)
+    if not legacy and buf.size < _HEAD:
+        raise CorruptChunkError(_NO_HEAD)
+    return buf, TABLES[index >> 7], cmap
+
+
+OPENING, DECODING, ENDING = range(3)    # where a decode of a format v3 section stopped
+
+
+def check(stage, status):
+    """Raise CorruptChunkError for a failed step of decoding a format v3 section: opening it
+    (`open_section`'s status), decoding (rans's status) or its end (status 1: the codes did
+    not end where the section does)."""
+    if not status:
+        return
+    if stage == OPENING:
+        raise CorruptChunkError(_OPEN_ERRORS[status])
+    if stage == ENDING:
+        raise CorruptChunkError("entropy-coded section is damaged: its codes do not end where "
+                                "the section does")
+    raise CorruptChunkError(_DECODE_ERRORS.get(status, f"entropy decoding failed ({status})"))
+
+
+_DECODE_ERRORS = {
+    rans.NO_TABLE: "entropy-coded section lacks the table of a context it uses",
+    rans.EXHAUSTED: "entropy-coded section is damaged: its codes run past its end",
+    rans.VERBATIM_SHORT: "verbatim section is shorter than the codes say",
+    rans.BAD_FLAG: "entropy-coded section holds an invalid run flag"}
+
+
 class Decoder:
     """Reads the codes back pass by pass (`take`); `legacy`: a format v1/v2 section."""
 
     def __init__(self, data, maps, legacy=False):
-        try:
-            index = data[0]
-            kind = TABLES[index >> 7]
-            self.cmap = np.asarray(maps[index & 0x7F], np.uint8)
-        except IndexError:
-            raise CorruptChunkError(_NO_HEAD) from None
-        buf = np.frombuffer(data, np.uint8)
+        buf, kind, self.cmap = section(data, maps, legacy)
         if not legacy:
-            if buf.size < _HEAD:
-                raise CorruptChunkError(_NO_HEAD)
-            status, self.alphabet, self.words, state, *models = _open(buf, kind is OctaveTable)
-            if status:
-                raise CorruptChunkError(_OPEN_ERRORS[status])
+            status, self.alphabet, self.words, state, *models = open_section(buf,
+                                                                             kind is OctaveTable)
+            check(OPENING, status)
             self.stream = _RansStream(self.words, tuple(models), state)
             return
         pos, Ks, at = _section_tables(buf, kind)
@@ -306,19 +336,10 @@ class _RansStream:
 
     @staticmethod
     def check(status):
-        if status == rans.NO_TABLE:
-            raise CorruptChunkError("entropy-coded section lacks the table of a context it uses")
-        if status == rans.EXHAUSTED:
-            raise CorruptChunkError("entropy-coded section is damaged: its codes run past its end")
-        if status == rans.VERBATIM_SHORT:
-            raise CorruptChunkError("verbatim section is shorter than the codes say")
-        if status == rans.BAD_FLAG:
-            raise CorruptChunkError("entropy-coded section holds an invalid run flag")
+        check(DECODING, status)
 
     def finish(self):
-        if not rans.finished(self.state, self.words):
-            raise CorruptChunkError("entropy-coded section is damaged: its codes do not end "
-                                    "where the section does")
+        check(ENDING, not rans.finished(self.state, self.words))
 
 
 @numba.njit(cache=True)
@@ -504,7 +525,7 @@ _OPEN_ERRORS = {_TRUNCATED: "entropy-coded section truncated in its tables",
 
 
 @numba.njit(cache=True)
-def _open(buf, octave):
+def open_section(buf, octave):
     """A format v3 section (its bytes in buf, at least _HEAD of them) ready to decode, in one
     compiled call (a chunk's share of the decode that does not grow with its size):
     (status, each context's alphabet K (0: no table), the code words, the rANS start state,
@@ -529,7 +550,7 @@ def _open(buf, octave):
 
 @numba.njit(cache=True)
 def _failed(status):
-    """`_open`'s answer for a damaged section: the status and empty arrays of its types."""
+    """`open_section`'s answer for a damaged section: the status and empty arrays of its types."""
     none = np.zeros(0, np.int64)
     return (status, none, np.zeros(0, np.uint32), np.zeros(3, np.uint64), np.zeros(0, np.uint32),
             none, np.zeros(0, np.uint16), none, none)

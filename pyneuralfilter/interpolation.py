@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from . import rans
+from . import entropy, rans
 
 
 @dataclass(frozen=True)
@@ -606,3 +606,35 @@ def volume_decode(recon, qmag, resid, known, first, twoeb, head, offs, ws, gains
         if status != rans.OK:
             return status, used
     return rans.OK, used
+
+
+@numba.njit(cache=True)
+def chunk_decode(codes, octave, cmap, out, qmag, resid, kinds, taps, gains, gain_unit, head, offs,
+                 twoebs, edges, single, twoeb, verbatim, run_bits, flag_context):
+    """The volumes out (variables, z, y, x) of a format v3 chunk predicted by interpolation
+    alone, in one compiled call: its CODES section opened (codes: the bytes, octave: the table
+    kind, cmap: the context map), then per volume the passes' weights (kinds, taps: one per
+    pass of the chunk) and feedback gains (int8 / gain_unit) and `volume_decode`.  qmag and
+    resid (None: no feedback) are work arrays of a volume's size.  Returns (stage, status,
+    verbatim values used) as `entropy.check` takes them."""
+    status, alphabet, words, state, cum, cum_at, bucket, bucket_at, shift = entropy.open_section(
+        codes, octave)
+    if status:
+        return entropy.OPENING, status, 0
+    used = 0
+    n = head.shape[0]
+    for v in range(out.shape[0]):
+        k = v * n
+        ws = volume_weights(head, kinds[k:k + n], taps[k:k + n], offs.size)
+        qmag[:] = 0
+        if resid is not None:
+            resid[:] = 0
+        status, used = volume_decode(out[v].reshape(-1), qmag, resid, None, True, twoeb, head, offs,
+                                     ws, gains[k:k + n] / gain_unit, twoebs, edges, single,
+                                     verbatim, used, run_bits, flag_context, state, words, cmap,
+                                     alphabet, cum, cum_at, bucket, bucket_at, shift)
+        if status != rans.OK:
+            return entropy.DECODING, status, used
+    ended = state[0] == rans.L and state[1] == rans.L and state[2] == words.size
+    return entropy.ENDING, int(not ended), used
+

@@ -140,20 +140,27 @@ def test_busiest_with_block_flags_equals_the_plain_scan(shape, density, seed, ru
 
 
 def _volume_decode_args(field, rel):
-    """The arguments `codec` hands `volume_decode` for a 32^3 chunk of a field."""
+    """The arguments `chunk_decode` hands `volume_decode` for a 32^3 chunk of a field."""
     import pyneuralfilter as nf
-    from pyneuralfilter import codec, datagen
+    from pyneuralfilter import codec, datagen, entropy
     x = datagen.field(field, 32, seed=1, **({"steps": 200} if field.startswith("gray") else {}))
     data = nf.encode(x, rel=rel, predictor="interp")
-    calls, decode = [], I.volume_decode
-    codec.interpolation.volume_decode = lambda *a: calls.append(
+    calls, decode = [], I.chunk_decode
+    codec.interpolation.chunk_decode = lambda *a: calls.append(
         [v.copy() if isinstance(v, np.ndarray) else v for v in a]) or decode(*a)
     try:
         nf.decode(data)
     finally:
-        codec.interpolation.volume_decode = decode
-    (args,) = calls
-    return args
+        codec.interpolation.chunk_decode = decode
+    ((codes, octave, cmap, out, qmag, resid, kinds, taps, gains, gain_unit, head, offs, twoebs,
+      edges, single, twoeb, verbatim, run_bits, flag_context),) = calls
+    status, alphabet, words, state, *models = entropy.open_section(codes, octave)
+    n = len(head)
+    return [np.zeros(out[0].size, out.dtype), np.zeros(qmag.size, np.int8),
+            None if resid is None else np.zeros(resid.size), None, True, twoeb, head, offs,
+            I.volume_weights(head, kinds[:n], taps[:n], offs.size), gains[:n] / gain_unit,
+            twoebs, edges, single, verbatim, 0, run_bits, flag_context, state, words, cmap,
+            alphabet, *models]
 
 
 @pytest.mark.parametrize("field, rel, chosen", [("bssn_chi", 1e-3, True),

@@ -83,6 +83,7 @@ def _reference_frequencies(p):
     return f
 
 
+@settings(deadline=None)          # the first example may compile the kernels (cold cache)
 @given(p=st.lists(st.floats(0, 1e30), min_size=1, max_size=9000).filter(lambda p: sum(p) > 0))
 def test_frequencies_are_exact(p):
     f = rans.frequencies(np.array(p))
@@ -93,6 +94,7 @@ def test_frequencies_are_exact(p):
 _TIES = [1.0, 2.0 ** -53, 2.0 ** -1074, 2.0 ** -1022, 1.0 + 2.0 ** -52, 3.0 * 2.0 ** -54]
 
 
+@settings(deadline=None)
 @given(p=st.lists(st.floats(0, 1e300) | st.sampled_from(_TIES)
                   | st.builds(math.ldexp, st.floats(0.5, 1.0), st.integers(-1100, 1000)),
                   min_size=1, max_size=300))
@@ -101,7 +103,7 @@ def test_exact_sum_is_correctly_rounded(p):
     assert rans.exact_sum(np.array(p)) == math.fsum(p)
 
 
-@settings(deadline=None)          # the first example loads the compiled kernels
+@settings(deadline=None)
 @given(runs=st.lists(st.tuples(st.floats(0, 1e300) | st.sampled_from(_TIES)
                                 | st.builds(math.ldexp, st.floats(0.5, 1.0), st.integers(-1100, 1000)),
                                 st.integers(0, 5000)), min_size=1, max_size=40))
