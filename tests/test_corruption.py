@@ -121,6 +121,24 @@ def test_damaged_code_stream_with_valid_checksum(damage):
         nf.decode(chunk.pack())
 
 
+@pytest.mark.parametrize("damage, message", [
+    (lambda c: c[:5], "truncated or names an unknown context set"),
+    (lambda c: c[:12], "truncated in its tables"),
+    (lambda c: c + b"\1", "partial word"),
+    (lambda c: c + b"\0\0\0\0", "do not end where the section does")])
+def test_code_section_damage_is_named(damage, message):
+    """A chunk decoded in one compiled call (interpolation alone) says which step failed:
+    opening its code section, or the end of the codes."""
+    from pyneuralfilter import datagen
+    from pyneuralfilter.codec import BLOCKMAP, CODES
+    chunk = container.unpack(nf.encode(datagen.field("bssn_chi", 24, seed=1), rel=1e-3,
+                                       predictor="interp"))
+    assert BLOCKMAP not in chunk.sections                   # no SWAE blocks: the one-call path
+    chunk.sections[CODES] = damage(chunk.sections[CODES])
+    with pytest.raises(nf.CorruptChunkError, match=message):
+        nf.decode(chunk.pack())
+
+
 def test_inconsistent_lorenzo_sections_with_valid_checksum():
     from pyneuralfilter import codec, datagen
     x = datagen.field("kolmo_u", 16, seed=1)
