@@ -5,8 +5,8 @@ For every field, size, chunk shape and relative bound, every compressor gets the
 eb = rel * (max - min) of the whole field and the same chunks (one chunk = the whole field). Measured:
 compression ratio, bits/value, PSNR (w.r.t. the field's range), max |error| / eb (checked against the
 decoded values; > 1 is a bound violation and fails the run), compression and decompression MB/s
-(raw bytes / time, one thread for everyone) and both speeds relative to the SZ3 HDF5 filter in the
-same configuration. neuralfilter runs in full and as ablations (predictor="interp",
+(raw bytes / time, one thread for everyone; the decoders of a configuration timed in the same
+rounds) and both speeds relative to the SZ3 HDF5 filter in the same configuration. neuralfilter runs in full and as ablations (predictor="interp",
 context_model=False, predictor="swae") so that each learned component shows its gain.
 
 Writes <out>/codec.md (tables), <out>/codec.json (raw results), <out>/rd.png (rate-distortion of the
@@ -114,6 +114,13 @@ def evaluate(orig, dec, eb, lossless):
 
 # ---------------------------------------------------------------- run
 
+def _failed(rec, e):
+    """Record a compressor's failure in its record (the run goes on and fails at the end)."""
+    rec.update(error=f"{type(e).__name__}: {e}", problems=[f"failed: {e}"])
+    print(f"!!! {rec['field']} {rec['n']} {rec['chunks']} rel={rec['rel']:g} {rec['compressor']} "
+          f"FAILED: {rec['error']}", file=sys.stderr)
+
+
 def chunk_configs(n, chunk_args):
     out = []
     for c in chunk_args:
@@ -156,7 +163,7 @@ def run(args):
     for codec in neural + through_hdf5 + codecs:
         for chunk in (warm.shape, (8, 8, 8)):
             try:
-                codec.roundtrip(warm, 1e-3 * float(warm.max() - warm.min()), chunk)
+                codec.prepare(warm, 1e-3 * float(warm.max() - warm.min()), chunk).decode()
             except Exception:  # noqa: BLE001 - a real failure is recorded in the timed runs
                 pass
     records, t_start = [], time.perf_counter()
@@ -174,7 +181,7 @@ def run(args):
                     cs = neural[:1] + through_hdf5 + (neural[1:] if abl else []) + cs
                 for rel in args.rels:
                     eb = rel * (hi - lo)
-                    group = []
+                    group, ready = [], []
                     for codec in cs:
                         rec = dict(field=name, n=n, seed=args.seed, chunks=chunk_label,
                                    chunk_shape=list(chunk), rel=rel, eb=eb,
@@ -182,25 +189,27 @@ def run(args):
                                    raw_bytes=int(data.nbytes), values=int(data.size))
                         if name.startswith("grayscott"):
                             rec["gs_steps"] = args.gs_steps
+                        group.append(rec)
                         try:
-                            r = codec.roundtrip(data, eb, chunk)
+                            ready.append((rec, codec.prepare(data, eb, chunk)))
                         except Exception as e:  # noqa: BLE001 - record it, go on, fail at the end
-                            rec.update(error=f"{type(e).__name__}: {e}", problems=[f"failed: {e}"])
-                            print(f"!!! {name} {n} {chunk_label} rel={rel:g} {codec.name} FAILED: "
-                                  f"{rec['error']}", file=sys.stderr)
-                            group.append(rec)
+                            _failed(rec, e)
+                    # every decoder of the configuration timed in the same rounds
+                    decoded, t_dec = peers.timed_together([p.decode for _, p in ready])
+                    for (rec, p), out, t in zip(ready, decoded, t_dec):
+                        if isinstance(out, Exception):
+                            _failed(rec, out)
                             continue
-                        m, problems = evaluate(data, r.decoded, eb, codec.lossless)
+                        m, problems = evaluate(data, out, eb, rec["lossless"])
                         mb = data.nbytes / 1e6
-                        rec.update(m, nbytes=int(r.nbytes), ratio=data.nbytes / r.nbytes,
-                                   bits_per_value=8 * r.nbytes / data.size,
-                                   t_comp=r.t_comp, t_dec=r.t_dec, comp_MBps=mb / r.t_comp,
-                                   dec_MBps=mb / r.t_dec, note=r.note, digest=r.digest,
+                        rec.update(m, nbytes=int(p.nbytes), ratio=data.nbytes / p.nbytes,
+                                   bits_per_value=8 * p.nbytes / data.size,
+                                   t_comp=p.t_comp, t_dec=t, comp_MBps=mb / p.t_comp,
+                                   dec_MBps=mb / t, note=p.note, digest=p.digest,
                                    problems=problems)
                         if problems:
-                            print(f"!!! {name} {n} {chunk_label} rel={rel:g} {codec.name}: "
+                            print(f"!!! {name} {n} {chunk_label} rel={rel:g} {rec['compressor']}: "
                                   + "; ".join(problems), file=sys.stderr)
-                        group.append(rec)
                     ref = next((g for g in group if g["compressor"] == peers.SZ3_FILTER
                                 and "ratio" in g), None)
                     for g in group:
@@ -295,7 +304,8 @@ def write_markdown(path, args, records, elapsed, neural, vers):
              "chunk cache off).")
     L.append("- One thread for every compressor (OMP/OpenBLAS/MKL/numba/Blosc = 1, "
              "torch.set_num_threads(1)); MB/s = raw MB / best of up to 3 timed runs "
-             "(decompression: up to 7, within 0.3 s). "
+             "(decompression: up to 7, within 0.3 s, every compressor of a configuration timed "
+             "in the same rounds, in turn, so that the machine's slowdowns hit them alike). "
              "×SZ3f = throughput relative to the SZ3 HDF5 filter in the same configuration. "
              "Absolute speeds are noisy; compare within a run.")
     L.append("- PSNR = 20 log10(max − min) − 10 log10(MSE); err/eb = max |decoded − original| / eb "

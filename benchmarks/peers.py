@@ -1,9 +1,11 @@
 """One adapter per compressor for bench_codec.py.
 
 Every adapter has a ``name``, a ``lossless`` flag and
-``roundtrip(data, eb, chunk) -> Run(nbytes, t_comp, t_dec, decoded, note)``:
-compress ``data`` with absolute error bound ``eb`` using chunks of shape ``chunk`` (``data.shape``
-for one chunk), decompress, and return the stored size and the best of a few timings.
+``prepare(data, eb, chunk) -> Prepared(nbytes, t_comp, decode, note, digest)``: compress ``data``
+with absolute error bound ``eb`` using chunks of shape ``chunk`` (``data.shape`` for one chunk)
+and return the stored size, the best of a few compression timings and ``decode()``, which
+decompresses the whole array.  ``timed_together`` times the decoders of one configuration in
+rounds (each once per round, in turn), so that the machine's slowdowns hit them alike.
 
 - Direct codecs (neuralfilter, pysz) are called chunk by chunk; the chunks are cut before the clock
   starts, putting the decoded chunks back together is timed.
@@ -17,6 +19,7 @@ import hashlib
 import io
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -26,25 +29,41 @@ DEC_REPS = 7     # decompression is cheap and its timings vary most between runs
 
 
 @dataclass
-class Run:
+class Prepared:
     nbytes: int
     t_comp: float
-    t_dec: float
-    decoded: np.ndarray
+    decode: Callable[[], np.ndarray]
     note: str = ""
     digest: str = ""  # sha1 of the compressed chunks (direct codecs): spots identical outputs
 
 
 def timed(fn, max_reps=MAX_REPS):
     """(result of the last call, best time) over 1..max_reps calls of fn()."""
-    best, total, reps = float("inf"), 0.0, 0
-    while True:
-        t0 = time.perf_counter()
-        out = fn()
-        dt = time.perf_counter() - t0
-        best, total, reps = min(best, dt), total + dt, reps + 1
-        if reps >= max_reps or total + dt > MIN_TIME:
-            return out, best
+    (out,), (best,) = timed_together([fn], max_reps)
+    return out, best
+
+
+def timed_together(fns, max_reps=DEC_REPS):
+    """(result of each fn's last call, each fn's best time), the fns called in rounds, each
+    once per round in turn, up to max_reps rounds; a fn leaves the rounds once another call
+    would take its total past MIN_TIME.  An exception of a fn is its result (it leaves too)."""
+    n = len(fns)
+    out, best, total, last = [None] * n, [float("inf")] * n, [0.0] * n, [0.0] * n
+    active = list(range(n))
+    for _ in range(max_reps):
+        for i in active:
+            t0 = time.perf_counter()
+            try:
+                out[i] = fns[i]()
+            except Exception as e:  # noqa: BLE001 - the caller records it
+                out[i] = e
+            last[i] = time.perf_counter() - t0
+            best[i], total[i] = min(best[i], last[i]), total[i] + last[i]
+        active = [i for i in active
+                  if not isinstance(out[i], Exception) and total[i] + last[i] <= MIN_TIME]
+        if not active:
+            break
+    return out, best
 
 
 def chunk_slices(shape, chunk):
@@ -66,22 +85,21 @@ class DirectCodec:
     def decompress(self, blob, shape, dtype):
         raise NotImplementedError
 
-    def roundtrip(self, data, eb, chunk):
+    def prepare(self, data, eb, chunk):
         sl = chunk_slices(data.shape, chunk)
         pieces = [np.ascontiguousarray(data[s]) for s in sl]
         blobs, t_comp = timed(lambda: [self.compress(p, eb) for p in pieces])
 
-        def dec():
+        def decode():
             out = np.empty_like(data)
             for s, b, p in zip(sl, blobs, pieces):
                 out[s] = self.decompress(b, p.shape, p.dtype)
             return out
-        decoded, t_dec = timed(dec, DEC_REPS)
         h = hashlib.sha1()
         for b in blobs:
             h.update(memoryview(b).cast("B"))
-        return Run(sum(len(memoryview(b).cast("B")) for b in blobs), t_comp, t_dec, decoded,
-                   digest=h.hexdigest())
+        return Prepared(sum(len(memoryview(b).cast("B")) for b in blobs), t_comp, decode,
+                        digest=h.hexdigest())
 
 
 class NeuralFilter(DirectCodec):
@@ -126,7 +144,7 @@ class HDF5Filter:
     def __init__(self, name, make_kwargs, lossless=False):
         self.name, self.make_kwargs, self.lossless = name, make_kwargs, lossless
 
-    def roundtrip(self, data, eb, chunk):
+    def prepare(self, data, eb, chunk):
         import h5py
         kw = self.make_kwargs(eb)
         bio = io.BytesIO()
@@ -143,14 +161,13 @@ class HDF5Filter:
                 out = np.empty(data.shape, data.dtype)
                 f["x"].read_direct(out)
                 return out
-        decoded, t_dec = timed(read, DEC_REPS)
         with h5py.File(bio, "r") as f:
             ds = f["x"]
             nbytes = ds.id.get_storage_size()
             nchunks = ds.id.get_num_chunks()
             skipped = sum(ds.id.get_chunk_info(i).filter_mask != 0 for i in range(nchunks))
         note = f"filter skipped on {skipped}/{nchunks} chunks (stored raw)" if skipped else ""
-        return Run(nbytes, t_comp, t_dec, decoded, note)
+        return Prepared(nbytes, t_comp, read, note)
 
 
 def _sz3(eb):

@@ -61,3 +61,23 @@ def test_evaluate_flags_violations():
     y[3] = np.nan
     assert evaluate(x, y, 0.01, lossless=False)[1]
     assert evaluate(x, x + np.float32(1e-7), 0.01, lossless=True)[1]
+
+
+def test_decoders_are_timed_in_the_same_rounds():
+    """bench_codec times a configuration's decoders in rounds, each once per round in turn; a
+    decoder that raises leaves the rounds with its exception as its result."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import peers
+    finally:
+        sys.path.pop(0)
+    calls = []
+
+    def fail():
+        calls.append("c")
+        raise ValueError("broken decoder")
+    out, best = peers.timed_together([lambda: calls.append("a") or 1, lambda: calls.append("b") or 2,
+                                      fail], max_reps=3)
+    assert calls == ["a", "b", "c", "a", "b", "a", "b"]
+    assert out[:2] == [1, 2] and isinstance(out[2], ValueError)
+    assert all(0 <= t < 1 for t in best)
