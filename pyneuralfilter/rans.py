@@ -47,7 +47,7 @@ def exact_sum(p):
 def exact_sum_into(p, acc):
     """`exact_sum` with the accumulator acc (LIMBS zeros: 32 bits per limb, carries kept
     above) given, and left zeroed: no allocation per table."""
-    first, last = LIMBS, 0                            # limbs written: first ... last + 2
+    first, last = LIMBS, 0                             # limbs written: first ... last + 2
     for u in p.view(np.uint64):
         e = np.int64((u >> _u(52)) & _u(0x7FF))        # biased exponent (signs ignored)
         m = u & _u((1 << 52) - 1)
@@ -122,7 +122,7 @@ def _rounded(acc, first, last):
     return math.ldexp(float(m), low - 1074)
 
 
-LIMBS = 70                                            # 2^-1074 ... 2^1024 and carries
+LIMBS = 70                                             # 2^-1074 ... 2^1024 and carries
 
 
 @numba.njit(cache=True, inline="always")
