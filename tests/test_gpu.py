@@ -23,10 +23,9 @@ def default_model():
 
 
 def _blocks(field, n=40, seed=1):
+    """The normalised 5^3 blocks of a field, as the codec hands them to the encoder."""
     a = datagen.field(field, n, seed=seed).astype(np.float32)
-    m = n // 5 * 5
-    b = a[:m, :m, :m].reshape(m // 5, 5, m // 5, 5, m // 5, 5).transpose(0, 2, 4, 1, 3, 5)
-    return swae.normalise(b.reshape(-1, 5, 5, 5))[2]
+    return swae.normalise(swae.blocks_of(a, swae.block_grid(a.shape)))[2]
 
 
 def test_gpu_is_the_default_encoder_device(default_model, monkeypatch):
