@@ -6,8 +6,9 @@ eb = rel * (max - min) of the whole field and the same chunks (one chunk = the w
 compression ratio, bits/value, PSNR (w.r.t. the field's range), max |error| / eb (checked against the
 decoded values; > 1 is a bound violation and fails the run), compression and decompression MB/s
 (raw bytes / time, one thread for everyone; the decoders of a configuration timed in the same
-rounds) and both speeds relative to the SZ3 HDF5 filter in the same configuration. neuralfilter runs in full and as ablations (predictor="interp",
-context_model=False, predictor="swae") so that each learned component shows its gain.
+rounds) and both speeds relative to the SZ3 HDF5 filter in the same configuration. neuralfilter
+runs in full and as ablations (predictor="interp", context_model=False, predictor="swae") so
+that each learned component shows its gain.
 
 Writes <out>/codec.md (tables), <out>/codec.json (raw results), <out>/rd.png (rate-distortion of the
 largest size, one chunk) and <out>/rd_chunks.png (every size and chunk shape).

@@ -42,19 +42,19 @@ class Model:
         """Bytes a codec needs per block for the latents at fixed width (no entropy coding)."""
         return (self.latent_dim * self.latent_bits + 7) // 8
 
-    def encode(self, x, device=None):
+    def encode(self, x, device=None, tf32=False):
         """x: (n, 5, 5, 5) float, normalised per block to [-1, 1] -> int16 latents (n, L).
 
         device: a torch device; default $NEURALFILTER_DEVICE, else "cuda" when there is a GPU,
         else "cpu".  Latents are stored, so the device's rounding never changes a decode; TF32
-        is off on the GPU so that its latents rarely differ from the CPU's."""
+        is off on the GPU (unless tf32) so that its latents rarely differ from the CPU's."""
         x = np.asarray(x)
         if x.ndim != 4 or x.shape[1:] != (5, 5, 5):
             raise ValueError(f"blocks must have shape (n, 5, 5, 5), got {x.shape}")
         torch = _torch()
         device = torch.device(device or default_device())
         enc = self._load_encoder(device)
-        with torch.no_grad(), _no_tf32(torch):
+        with torch.no_grad(), _tf32(torch, tf32):
             z = enc(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device))
             z = z.double().cpu().numpy()
         return np.clip(np.round(z * self.levels), -self.levels, self.levels).astype(np.int16)
@@ -94,11 +94,12 @@ def _torch():
 
 
 @contextlib.contextmanager
-def _no_tf32(torch):
-    """TF32 off for matmuls and convolutions (restored after): full float32 on the GPU."""
+def _tf32(torch, allowed):
+    """TF32 allowed or not for matmuls and convolutions (restored after; not allowed: full
+    float32 on the GPU)."""
     matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
     saved = matmul.allow_tf32, cudnn.allow_tf32
-    matmul.allow_tf32 = cudnn.allow_tf32 = False
+    matmul.allow_tf32 = cudnn.allow_tf32 = allowed
     try:
         yield
     finally:

@@ -746,9 +746,7 @@ def _pass_parameters(shape, head, offs, kinds, taps, gains, k, eb):
     """Per pass of a volume (head, offs: its `interpolation.volume_layout`) whose first pass
     has index k in the chunk's per-pass sections, as `interpolation.volume_decode` takes them:
     the weights end to end, the feedback gains (0: none) and twice the level bounds."""
-    n = head.shape[0]
-    if k + n > kinds.size:
-        raise CorruptChunkError("interpolation-kind section is shorter than the passes")
+    n = head.shape[0]                                  # (kinds: checked by _decode_values)
     ws = interpolation.volume_weights(head, kinds[k:k + n],
                                       None if taps is None else taps[k:k + n], offs.size)
     feedback = np.zeros(n) if gains is None else gains[k:k + n] / FEEDBACK_UNIT

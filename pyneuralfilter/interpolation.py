@@ -635,6 +635,5 @@ def chunk_decode(codes, octave, cmap, out, qmag, resid, kinds, taps, gains, gain
                                      alphabet, cum, cum_at, bucket, bucket_at, shift)
         if status != rans.OK:
             return entropy.DECODING, status, used
-    ended = state[0] == rans.L and state[1] == rans.L and state[2] == words.size
-    return entropy.ENDING, int(not ended), used
+    return entropy.ENDING, int(not rans.finished(state, words)), used
 

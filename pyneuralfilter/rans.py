@@ -49,14 +49,9 @@ def exact_sum_into(p, acc):
     above) given, and left zeroed: no allocation per table."""
     first, last = LIMBS, 0                             # limbs written: first ... last + 2
     for u in p.view(np.uint64):
-        e = np.int64((u >> _u(52)) & _u(0x7FF))        # biased exponent (signs ignored)
-        m = u & _u((1 << 52) - 1)
-        if e:
-            m |= _u(1 << 52)
-        elif not m:
+        m, k, sh = _fixed_point(u)
+        if not m:
             continue                                   # a zero
-        pos = max(e - 1, 0)                            # bit of m's lowest bit (2^-1074: bit 0)
-        k, sh = pos >> 5, _u(pos & 31)
         first, last = min(first, k), max(last, k)
         lo, hi = (m & _u(0xFFFFFFFF)) << sh, (m >> _u(32)) << sh
         acc[k] += lo & _u(0xFFFFFFFF)
@@ -72,14 +67,9 @@ def exact_sum_runs(values, counts, acc):
     probabilities cost one addition)."""
     first, last = LIMBS, 0                             # limbs written: first ... last + 3
     for u, count in zip(values.view(np.uint64), counts):
-        e = np.int64((u >> _u(52)) & _u(0x7FF))
-        m = u & _u((1 << 52) - 1)
-        if e:
-            m |= _u(1 << 52)
-        elif not m or not count:
+        m, k, sh = _fixed_point(u)
+        if not m or not count:
             continue
-        pos = max(e - 1, 0)
-        k, sh = pos >> 5, _u(pos & 31)
         first, last = min(first, k), max(last, k)
         a = (m & _u(0xFFFFFFFF)) * _u(count)           # m count = a mod 2^32 + b 2^32
         b = (m >> _u(32)) * _u(count) + (a >> _u(32))
@@ -88,6 +78,18 @@ def exact_sum_runs(values, counts, acc):
             acc[k + j] += v & _u(0xFFFFFFFF)
             acc[k + j + 1] += v >> _u(32)
     return _rounded(acc, first, last + 3)
+
+
+@numba.njit(cache=True, inline="always")
+def _fixed_point(u):
+    """The bits u of a non-negative float64 as an integer m times 2^(32 k + sh - 1074) (m = 0:
+    a zero; signs ignored), for the fixed-point accumulators of `exact_sum_into`."""
+    e = np.int64((u >> _u(52)) & _u(0x7FF))            # biased exponent
+    m = u & _u((1 << 52) - 1)
+    if e:
+        m |= _u(1 << 52)
+    pos = max(e - 1, 0)                                # bit of m's lowest bit (2^-1074: bit 0)
+    return m, pos >> 5, _u(pos & 31)
 
 
 @numba.njit(cache=True)
@@ -288,6 +290,7 @@ def start_state(words):
     return state
 
 
+@numba.njit(cache=True)
 def finished(state, words):
     """Whether a stream was decoded completely: all words read and both states back at L."""
-    return int(state[0]) == int(state[1]) == int(L) and int(state[2]) == words.size
+    return state[0] == L and state[1] == L and state[2] == words.size
