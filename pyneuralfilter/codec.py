@@ -45,6 +45,9 @@ CONTEXT_SETS = tuple(np.asarray(m, np.uint8) for m in (
 PREDICTORS = ("auto", "interp", "swae")
 LORENZO_TRIAL = 1.25           # Lorenzo is entropy coded only when its estimated cost is below
                                # this x interpolation's (measured: it wins only below ~1.05x)
+LORENZO_SPARSE = 1 / 8         # bytes per value (1 bit): below this, interpolation decodes faster
+LORENZO_MARGIN = 1 / 256       # than Lorenzo's serial loop, which there must save this many
+                               # bytes per value (measured: nearly empty 32^3 chunks 1.7x faster)
 _EB_MAX = 2.0 ** 1000          # larger bounds are clamped (still a valid, looser-than-asked bound)
 
 
@@ -54,7 +57,7 @@ def encode(array, *, abs=None, rel=None, model=None, predictor="auto", context_m
     the value range of the chunk) must be given.
 
     predictor: "auto" (classical prediction, with SWAE blocks where they make the chunk
-    smaller), "interp" (classical only: interpolation or Lorenzo, whichever codes smaller) or
+    smaller), "interp" (classical only: interpolation or, where it codes smaller, Lorenzo) or
     "swae" (every full finite 5x5x5 block by the SWAE).  context_model=False codes with one
     probability table (the ablation)."""
     array = _check_array(array)
@@ -74,10 +77,14 @@ def encode(array, *, abs=None, rel=None, model=None, predictor="auto", context_m
     costs = [] if net and predictor == "auto" else None
 
     def classical():
-        """Interpolation, and Lorenzo where its estimated cost comes close (rough fields)."""
+        """Interpolation, or Lorenzo where it codes smaller (rough fields): see `_rougher`."""
         sections, cost = _encode_values(array, values, free, eb, context_model, costs=costs)
+        smooth = C.Chunk(C.MODE_CODED, sections=sections, **head).pack()
         rough = _encode_lorenzo(array, values, free, eb, context_model, LORENZO_TRIAL * cost)
-        return [C.Chunk(C.MODE_CODED, sections=s, **head).pack() for s in (sections, rough) if s]
+        if rough is None:
+            return [smooth]
+        rough = C.Chunk(C.MODE_CODED, sections=rough, **head).pack()
+        return [rough if _rougher(len(rough), len(smooth), array.size) else smooth]
 
     if predictor != "swae":
         candidates += classical()
@@ -93,6 +100,14 @@ def encode(array, *, abs=None, rel=None, model=None, predictor="auto", context_m
     best = min(candidates, key=len)
     raw = _pack_raw(array, head, squeeze=len(best) > array.nbytes // 2)
     return _sealed(best, array, eb, raw) if len(best) + 4 + 5 < len(raw) else raw
+
+
+def _rougher(lorenzo, interpolated, values):
+    """Whether a chunk of `values` values is coded by Lorenzo, given both sizes in bytes: where
+    interpolation codes it in under LORENZO_SPARSE bytes per value, Lorenzo must save
+    LORENZO_MARGIN bytes per value to pay for its slower decoder; elsewhere the smaller wins."""
+    margin = LORENZO_MARGIN * values if interpolated < LORENZO_SPARSE * values else 0
+    return lorenzo + margin < interpolated
 
 
 def _sealed(data, array, eb, raw):

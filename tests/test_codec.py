@@ -178,6 +178,22 @@ def test_lorenzo_path_keeps_the_bound(array, abs_bound):
     assert_within_bound(array, nf.decode(data), abs_bound)
 
 
+def test_lorenzo_pays_for_its_slower_decoder_where_interpolation_is_sparse():
+    """Codes all zero (noise far below the bound): Lorenzo codes a few bytes smaller (no KINDS
+    section) but decodes slower, so interpolation is kept; where interpolation's codes are
+    dense, the smaller stream wins by any margin."""
+    from pyneuralfilter import codec, container
+    x = (1e-3 * np.random.default_rng(0).standard_normal((32, 32, 32))).astype(np.float32)
+    sections = container.unpack(nf.encode(x, abs=1e-2)).sections
+    assert codec.CODES in sections and codec.LORENZO not in sections
+    n = x.size
+    sparse, dense = int(codec.LORENZO_SPARSE * n) - 1, int(codec.LORENZO_SPARSE * n) + 1
+    margin = codec.LORENZO_MARGIN * n
+    assert not codec._rougher(sparse - int(margin), sparse, n)
+    assert codec._rougher(sparse - int(margin) - 1, sparse, n)
+    assert codec._rougher(dense - 1, dense, n) and not codec._rougher(dense, dense, n)
+
+
 def test_swae_predictor_without_full_blocks_still_encodes():
     a = np.linspace(0, 1, 64, dtype=np.float32).reshape(4, 4, 4)
     assert_within_bound(a, nf.decode(nf.encode(a, abs=1e-3, predictor="swae")), 1e-3)
