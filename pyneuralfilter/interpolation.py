@@ -323,7 +323,8 @@ def pass_restore(recon, qmag, resid, known, base, grid, off, w, gain, q, escaped
 @numba.njit(cache=True, inline="always")
 def _restore(recon, qmag, resid, f, o, w, gain, v, twoeb, single):
     """Target f decoded from its code v (see `pass_restore`); o, w from `_taps`.  v None:
-    code 0 of an unflagged run, where qmag and resid keep the 0 they start with."""
+    code 0 of an unflagged run, where qmag keeps the 0 it starts with (resid, not cleared
+    beforehand, gets its 0)."""
     _restore_with(recon, qmag, resid, f, o, w, gain, v, twoeb, single,
                   np.float64(recon[_u(f + o[1])]), np.float64(recon[_u(f + o[2])]))
 
@@ -336,8 +337,8 @@ def _restore_with(recon, qmag, resid, f, o, w, gain, v, twoeb, single, a, b):
     recon[f] = np.float64(np.float32(p)) if single else p
     if v is not None:
         qmag[f] = min(abs(v), 2)
-        if resid is not None:
-            resid[f] = r
+    if resid is not None:
+        resid[f] = r
 
 
 @numba.njit(cache=True)
@@ -508,6 +509,8 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, models, edg
                         nz[g >> _u(NZ_BITS)] |= v != 0
                     elif used < verbatim.size:              # the escape symbol 2K+1
                         recon[g], qmag[g] = verbatim[used], 2
+                        if resid is not None:
+                            resid[g] = 0.0
                         nz[g >> _u(NZ_BITS)] = 1
                         used += 1
                     else:
@@ -570,8 +573,10 @@ def volume_decode(recon, qmag, resid, known, first, twoeb, head, offs, ws, gains
     context 0, bound twoeb / 2), then `pass_decode` for every pass: head and offs from
     `volume_layout`, the passes' weights end to end (laid out as offs), feedback gains (0:
     none) and doubled level bounds; flag contexts are flag_context + 3 * level + the busiest
-    term.  qmag and resid must start at 0 (unflagged targets leave them so).  Returns (status,
-    next unused verbatim value)."""
+    term.  qmag must start at 0 (unflagged targets leave it so); resid (None: no feedback) is
+    written at point 0 and every target up to the last pass with feedback, which are all that
+    pass reads, so only its known points must start at 0.  Returns (status, next unused
+    verbatim value)."""
     if first:
         symbol = np.empty(1, np.int32)
         status = rans.decode(state, words, np.zeros(1, np.int64), cmap, cum, cum_at, bucket,
@@ -579,6 +584,8 @@ def volume_decode(recon, qmag, resid, known, first, twoeb, head, offs, ws, gains
         if status != rans.OK:
             return status, used
         v = symbol[0] - alphabet[cmap[0]]
+        if resid is not None:
+            resid[0] = 0.0                                  # (no coded residual fed back)
         if v <= alphabet[cmap[0]]:
             r = 0.0 + v * twoeb
             recon[0], qmag[0] = np.float64(np.float32(r)) if single else r, min(abs(v), 2)
@@ -589,6 +596,11 @@ def volume_decode(recon, qmag, resid, known, first, twoeb, head, offs, ws, gains
             return rans.VERBATIM_SHORT, used
     nz = np.zeros((recon.size >> NZ_BITS) + 1, np.uint8)  # see `_busiest`
     nz[0] = qmag[0] != 0
+    last = -1                                           # the last pass with feedback: the
+    if resid is not None:                               # passes after it neither read coded
+        for k in range(head.shape[0]):                  # residuals nor need to keep them
+            if gains[k] != 0.0:
+                last = k
     for k in range(head.shape[0]):
         base, grid, at, level = head[k, 0], head[k, 1:8], head[k, 8], head[k, 9]
         count = offs.size if k + 1 == head.shape[0] else head[k + 1, 8]
@@ -597,7 +609,10 @@ def volume_decode(recon, qmag, resid, known, first, twoeb, head, offs, ws, gains
         args = (edges, twoebs[k], single, verbatim, used, run_bits, flag_context + 3 * level,
                 nz, state, words, cmap, alphabet, cum, cum_at, bucket, bucket_at, shift)
         models, fast = _level_models(level, cmap, alphabet, cum, cum_at, bucket_at, shift)
-        if resid is None or gains[k] == 0.0:
+        if resid is None or k > last:
+            status, used = _decode_pass(fast, recon, qmag, None, known, base, grid, off, w, None,
+                                        models, *args)
+        elif gains[k] == 0.0:
             status, used = _decode_pass(fast, recon, qmag, resid, known, base, grid, off, w, None,
                                         models, *args)
         else:
@@ -615,8 +630,8 @@ def chunk_decode(codes, octave, cmap, out, qmag, resid, kinds, taps, gains, gain
     alone, in one compiled call: its CODES section opened (codes: the bytes, octave: the table
     kind, cmap: the context map), then per volume the passes' weights (kinds, taps: one per
     pass of the chunk) and feedback gains (int8 / gain_unit) and `volume_decode`.  qmag and
-    resid (None: no feedback) are work arrays of a volume's size.  Returns (stage, status,
-    verbatim values used) as `entropy.check` takes them."""
+    resid (None: no feedback; any contents) are work arrays of a volume's size.  Returns
+    (stage, status, verbatim values used) as `entropy.check` takes them."""
     status, alphabet, words, state, cum, cum_at, bucket, bucket_at, shift = entropy.open_section(
         codes, octave)
     if status:
@@ -627,12 +642,13 @@ def chunk_decode(codes, octave, cmap, out, qmag, resid, kinds, taps, gains, gain
         k = v * n
         ws = volume_weights(head, kinds[k:k + n], taps[k:k + n], offs.size)
         qmag[:] = 0
-        if resid is not None:
-            resid[:] = 0
-        status, used = volume_decode(out[v].reshape(-1), qmag, resid, None, True, twoeb, head, offs,
-                                     ws, gains[k:k + n] / gain_unit, twoebs, edges, single,
-                                     verbatim, used, run_bits, flag_context, state, words, cmap,
-                                     alphabet, cum, cum_at, bucket, bucket_at, shift)
+        rest = (None, True, twoeb, head, offs, ws, gains[k:k + n] / gain_unit, twoebs, edges,
+                single, verbatim, used, run_bits, flag_context, state, words, cmap, alphabet, cum,
+                cum_at, bucket, bucket_at, shift)
+        if resid is not None and gains[k:k + n].any():      # (no clearing: see volume_decode)
+            status, used = volume_decode(out[v].reshape(-1), qmag, resid, *rest)
+        else:                                               # no feedback in this volume
+            status, used = volume_decode(out[v].reshape(-1), qmag, None, *rest)
         if status != rans.OK:
             return entropy.DECODING, status, used
     return entropy.ENDING, int(not rans.finished(state, words)), used
