@@ -32,11 +32,13 @@ CODES, VERBATIM, NONFINITE, KINDS, BLOCKMAP, LATENTS, LORENZO, DIGEST, TAPS, FEE
 FEEDBACK_UNIT = 128            # residual feedback gains are stored as int8: gain = value / 128
 FEEDBACK_MIN_TARGETS = 256     # smaller (coarse) passes: no feedback (measured: fitted on few
                                # points it often costs bytes downstream, up to 10 %)
-FEEDBACK_MIN_SAVING = 1 / 32   # estimated bits per target feedback must save to be used: it slows
-                               # the decoder, and estimated gains of 0.0-0.2 % were common (in
-                               # turbulence they cost bytes).  Measured in 32^3 chunks: kolmo_u
-                               # 1e-2 1.07x faster for the same bytes, log-normal 1e-2 1.07x for
-                               # 1.1 % more
+FEEDBACK_MIN_SAVING = 1 / 32   # estimated bits per target feedback must save in the finest level
+                               # (7/8 of the targets, where it slows the decoder most; estimated
+                               # gains of 0.0-0.2 % were common there, and in turbulence cost
+                               # bytes).  Coarser levels need none: their few targets cost little
+                               # to decode and predict all finer ones.  Measured in 32^3 chunks:
+                               # kolmo_u 1e-2 1.07x faster for the same bytes, log-normal 1e-2
+                               # 1.07x for 1.1 % more
 SWAE_CONTEXT = 36              # residuals of SWAE-predicted blocks
 FLAG_CONTEXT = 37              # + 3 level + busiest neighbour bucket: "run not all zero"
 N_CONTEXTS = 46
@@ -312,8 +314,8 @@ def _interpolate(x, fr, eb, dtype, st, recon, qmag, resid, known, cost=None):
                                        gain / FEEDBACK_UNIT if gain else None, pred)
             return pred
 
-        c, cubic, tap, gain, q, esc, r = _best_prediction(xt, ft, predict, level_bound(eb, p),
-                                                          dtype)
+        c, cubic, tap, gain, q, esc, r = _best_prediction(
+            xt, ft, predict, level_bound(eb, p), dtype, FEEDBACK_MIN_SAVING if p.level == 0 else 0)
         st.kinds.append(cubic)
         st.taps.append(tap)
         st.gains.append(gain)
@@ -327,10 +329,10 @@ def _interpolate(x, fr, eb, dtype, st, recon, qmag, resid, known, cost=None):
             interpolation.pass_scatter(cost.reshape(-1), *geometry, c)
 
 
-def _best_prediction(x, free, predict, eb, dtype):
+def _best_prediction(x, free, predict, eb, dtype, feedback_saving=0.0):
     """The pass's prediction with the smallest estimated cost: cubic, linear, or the 4-tap
     filter fitted by least squares; then, in passes of FEEDBACK_MIN_TARGETS or more, with the
-    neighbours' coded residuals fed back (gain fitted likewise) if that saves FEEDBACK_MIN_SAVING
+    neighbours' coded residuals fed back (gain fitted likewise) if that saves feedback_saving
     bits per target.  Returns (cost, cubic, tap, gain, q, escaped, recon)."""
     best = None
 
@@ -339,7 +341,7 @@ def _best_prediction(x, free, predict, eb, dtype):
         pred = predict(cubic, tap, gain) if pred is None else pred
         q, esc, r = quantize(x, pred, eb, dtype, free)
         c = _cost(q, esc)
-        margin = FEEDBACK_MIN_SAVING * x.size if gain else 0.0
+        margin = feedback_saving * x.size if gain else 0.0
         if best is None or c.sum() + margin < best[0].sum():
             best = (c, cubic, tap, gain, q, esc, r, pred)
 
