@@ -196,8 +196,8 @@ def test_lorenzo_pays_for_its_slower_decoder_where_interpolation_is_sparse():
 
 def test_feedback_decode_reads_no_stale_work_array():
     """The decoder does not clear its residual work array (volume_decode writes every value a
-    pass with feedback reads): filled with NaN beforehand, the values are the same; and
-    feedback is used only where it saves FEEDBACK_MIN_SAVING bits per target."""
+    pass with feedback reads): filled with NaN beforehand, the values are the same; and in the
+    finest level feedback is used only where it saves FEEDBACK_MIN_SAVING bits per target."""
     from pyneuralfilter import codec, container, workspace
     x = datagen.field("grayscott_u", 24, seed=1, steps=200)
     data = nf.encode(x, rel=1e-3, predictor="interp")
