@@ -36,9 +36,9 @@ FEEDBACK_MIN_SAVING = 1 / 32   # estimated bits per target feedback must save in
                                # (7/8 of the targets, where it slows the decoder most; estimated
                                # gains of 0.0-0.2 % were common there, and in turbulence cost
                                # bytes).  Coarser levels need none: their few targets cost little
-                               # to decode and predict all finer ones.  Measured in 32^3 chunks:
-                               # kolmo_u 1e-2 1.07x faster for the same bytes, log-normal 1e-2
-                               # 1.07x for 1.1 % more
+                               # to decode and predict all finer ones.  Measured with the decoder
+                               # change, whole 128^3 at 1e-2: kolmo_u 1.12x faster for 0.2 % more
+                               # bytes, log-normal 1.09-1.28x for 0.7 % more
 SWAE_CONTEXT = 36              # residuals of SWAE-predicted blocks
 FLAG_CONTEXT = 37              # + 3 level + busiest neighbour bucket: "run not all zero"
 N_CONTEXTS = 46
