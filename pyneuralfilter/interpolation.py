@@ -641,14 +641,11 @@ def chunk_decode(codes, octave, cmap, out, qmag, resid, kinds, taps, gains, gain
     for v in range(out.shape[0]):
         k = v * n
         ws = volume_weights(head, kinds[k:k + n], taps[k:k + n], offs.size)
-        qmag[:] = 0
-        rest = (None, True, twoeb, head, offs, ws, gains[k:k + n] / gain_unit, twoebs, edges,
-                single, verbatim, used, run_bits, flag_context, state, words, cmap, alphabet, cum,
-                cum_at, bucket, bucket_at, shift)
-        if resid is not None and gains[k:k + n].any():      # (no clearing: see volume_decode)
-            status, used = volume_decode(out[v].reshape(-1), qmag, resid, *rest)
-        else:                                               # no feedback in this volume
-            status, used = volume_decode(out[v].reshape(-1), qmag, None, *rest)
+        qmag[:] = 0                                         # (resid: see volume_decode)
+        status, used = volume_decode(out[v].reshape(-1), qmag, resid, None, True, twoeb, head, offs,
+                                     ws, gains[k:k + n] / gain_unit, twoebs, edges, single,
+                                     verbatim, used, run_bits, flag_context, state, words, cmap,
+                                     alphabet, cum, cum_at, bucket, bucket_at, shift)
         if status != rans.OK:
             return entropy.DECODING, status, used
     return entropy.ENDING, int(not rans.finished(state, words)), used
