@@ -15,11 +15,13 @@ from .codec import (DIGEST, NONFINITE, VERBATIM, _absolute_bound, _check_bound, 
                     _pack_nonfinite, _unpack_nonfinite)
 from .errors import CorruptChunkError, UnsupportedDataError
 from .quantizer import dequantize, quantize
+from .threads import one_thread
 
 LATENTS, RESIDUAL = 16, 17          # section tags of block payloads
 MODES = ("bounded", "fixed")
 
 
+@one_thread
 def encode_blocks(blocks, *, abs=None, rel=None, model=None, mode="bounded") -> bytes:
     """Compress n independent 5x5x5 blocks; see the module docstring."""
     blocks = _check_blocks(blocks)
@@ -49,6 +51,7 @@ def encode_blocks(blocks, *, abs=None, rel=None, model=None, mode="bounded") -> 
                    swae.hash_bytes(net), sections).pack()
 
 
+@one_thread
 def decode_blocks(data) -> np.ndarray:
     chunk = C.unpack(data)
     if LATENTS not in chunk.sections or len(chunk.shape) != 4 or chunk.shape[1:] != (5, 5, 5):

@@ -27,6 +27,7 @@ from . import entropy, interpolation, lorenzo, swae, workspace
 from .interpolation import CUBIC_TAP
 from .errors import CorruptChunkError, NeuralFilterError, OutputMismatchError, UnsupportedDataError
 from .quantizer import QMAX, dequantize, quantize
+from .threads import one_thread
 
 CODES, VERBATIM, NONFINITE, KINDS, BLOCKMAP, LATENTS, LORENZO, DIGEST, TAPS, FEEDBACK = range(1, 11)
 FEEDBACK_UNIT = 128            # residual feedback gains are stored as int8: gain = value / 128
@@ -58,6 +59,7 @@ LORENZO_MARGIN = 1 / 256       # than Lorenzo's serial loop, which there must sa
 _EB_MAX = 2.0 ** 1000          # larger bounds are clamped (still a valid, looser-than-asked bound)
 
 
+@one_thread
 def encode(array, *, abs=None, rel=None, model=None, predictor="auto", context_model=True) -> bytes:
     """Compress a float32/float64 array of 1-4 dimensions so that every finite value decodes
     within the bound; NaN and Inf decode exactly.  Exactly one of `abs` and `rel` (relative to
@@ -694,6 +696,7 @@ def _decode_interpolated(chunk, out, verbatim, kinds, taps, gains, n_passes):
     return used
 
 
+@one_thread
 def _decode_stepwise(chunk, out, verbatim, kinds, taps, gains, blocks):
     """Chunks with SWAE blocks and formats v1/v2: the codes taken step by step from an
     `entropy.Decoder` (SWAE residuals, then the passes); returns the verbatim values used."""

@@ -229,6 +229,25 @@ def test_feedback_decode_reads_no_stale_work_array():
     assert len(gated) <= 1.01 * len(with_any)
 
 
+def test_encoding_holds_thread_pools_to_one_thread(monkeypatch):
+    """The codec's small products run on the caller's thread alone: numpy's BLAS and torch's
+    OpenMP pools are limited to one thread inside `encode` and restored after (their spinning
+    threads took cores from the codec's loops: 2x slower encoding on 2 cores)."""
+    torch = pytest.importorskip("torch")
+    from threadpoolctl import threadpool_info, threadpool_limits
+    from pyneuralfilter import swae
+    pools = lambda: (torch.get_num_threads(), [p["num_threads"] for p in threadpool_info()])
+    seen, encode = [], swae.encode
+    monkeypatch.setattr(swae, "encode", lambda net, blocks: seen.append(pools()) or
+                        encode(net, blocks))
+    with threadpool_limits(2):
+        before = pools()
+        nf.encode(datagen.field("bssn_chi", 15, seed=1), rel=1e-3, predictor="swae")
+        after = pools()
+    assert seen and all(torch_threads == 1 and set(others) == {1} for torch_threads, others in seen)
+    assert after == before
+
+
 def test_swae_predictor_without_full_blocks_still_encodes():
     a = np.linspace(0, 1, 64, dtype=np.float32).reshape(4, 4, 4)
     assert_within_bound(a, nf.decode(nf.encode(a, abs=1e-3, predictor="swae")), 1e-3)
