@@ -56,6 +56,10 @@ LORENZO_TRIAL = 1.25           # Lorenzo is entropy coded only when its estimate
 LORENZO_SPARSE = 1 / 8         # bytes per value (1 bit): below this, interpolation decodes faster
 LORENZO_MARGIN = 1 / 256       # than Lorenzo's serial loop, which there must save this many
                                # bytes per value (measured: nearly empty 32^3 chunks 1.7x faster)
+SWAE_MIN_SAVING = 1 / 100      # "auto" encodes a chunk with SWAE blocks only where they are
+                               # estimated to save this much of the volume's estimated cost
+                               # (measured: estimated savings of 0.2-0.6 % came to 0.00-0.01 %
+                               # in bytes, for twice the encoding time)
 _EB_MAX = 2.0 ** 1000          # larger bounds are clamped (still a valid, looser-than-asked bound)
 
 
@@ -492,8 +496,9 @@ def _to_flagged_runs(q, esc, q_runs, esc_runs, flags, group):
 
 def _choose_blocks(net, x, fr, eb, dtype, cost):
     """The blocks of volume x the SWAE codes: every full finite block, or (given the
-    interpolation's estimated cost map) those where the SWAE is estimated cheaper.  From 64
-    blocks on, every 8th block is tried first and the SWAE skipped when none of those wins."""
+    interpolation's estimated cost map) those where the SWAE is estimated cheaper, if together
+    they save SWAE_MIN_SAVING of the volume's cost.  From 64 blocks on, every 8th block is tried
+    first, and the SWAE skipped when those are not estimated to save an 8th of that."""
     grid = swae.block_grid(x.shape)
     if not np.prod(grid):
         return None
@@ -501,13 +506,14 @@ def _choose_blocks(net, x, fr, eb, dtype, cost):
     xb = swae.blocks_of(x, grid)[eligible]
     if not len(xb):
         return None
+    interp_cost = None
     if cost is not None:
         interp_cost = swae.blocks_of(cost, grid)[eligible].reshape(len(xb), -1).sum(axis=1)
-        if len(xb) >= 64 and not _swae_trial(net, xb[::8], eb, dtype, interp_cost[::8])[0].any():
+        needed = SWAE_MIN_SAVING * cost.sum()
+        if len(xb) >= 64 and _swae_trial(net, xb[::8], eb, dtype, interp_cost[::8])[1] < needed / 8:
             return None
-    wins, latents, c, h, q, esc, r = _swae_trial(net, xb, eb, dtype,
-                                                 None if cost is None else interp_cost)
-    if not wins.any():
+    wins, saving, latents, c, h, q, esc, r = _swae_trial(net, xb, eb, dtype, interp_cost)
+    if not wins.any() or cost is not None and saving < needed:
         return None
     chosen = np.zeros(eligible.size, bool)
     chosen[np.flatnonzero(eligible)[wins]] = True
@@ -515,14 +521,16 @@ def _choose_blocks(net, x, fr, eb, dtype, cost):
 
 
 def _swae_trial(net, xb, eb, dtype, interp_cost):
-    """Code blocks xb by the SWAE; wins: blocks estimated cheaper than interp_cost (all if None)."""
+    """Code blocks xb by the SWAE; wins: blocks estimated cheaper than interp_cost (all if None),
+    and the estimated bits they save."""
     latents, c, h, pred = swae.encode(net, xb)
     q, esc, r = quantize(xb, pred, eb, dtype)
-    wins = np.ones(len(xb), bool)
+    wins, saving = np.ones(len(xb), bool), 0.0
     if interp_cost is not None:
         swae_cost = 8 * swae.side_size(net, 1) + _cost(q, esc).reshape(len(xb), -1).sum(axis=1)
         wins = swae_cost < interp_cost
-    return wins, latents, c, h, q, esc, r
+        saving = float((interp_cost - swae_cost)[wins].sum())
+    return wins, saving, latents, c, h, q, esc, r
 
 
 def _encode_values(array, values, free, eb, context_model, net=None, picks=None, costs=None):

@@ -229,6 +229,29 @@ def test_feedback_decode_reads_no_stale_work_array():
     assert len(gated) <= 1.01 * len(with_any)
 
 
+def test_swae_blocks_must_be_estimated_to_save_a_percent():
+    """"auto" tries SWAE blocks where the SWAE is estimated to beat interpolation, but encodes
+    the chunk with them only if together they save SWAE_MIN_SAVING of its estimated cost:
+    smaller estimated savings came to nothing in bytes, for twice the encoding time."""
+    pytest.importorskip("torch")
+    from pyneuralfilter import codec
+    a = datagen.field("grayscott_v", 32, seed=1, steps=200)
+    net = codec._model_or_none(None, "auto")
+    x, eb, costs = a.astype(np.float64)[None], absolute_bound(a, rel=1e-4), []
+    free = ~np.isfinite(x)
+    codec._encode_values(a, x, free, eb, True, costs=costs)
+    gated = codec._choose_blocks(net, x[0], free[0], eb, a.dtype, costs[0])
+    saving = codec.SWAE_MIN_SAVING
+    try:
+        codec.SWAE_MIN_SAVING = 0.0
+        picks = codec._choose_blocks(net, x[0], free[0], eb, a.dtype, costs[0])
+        ungated = nf.encode(a, rel=1e-4)
+    finally:
+        codec.SWAE_MIN_SAVING = saving
+    assert gated is None and picks is not None and picks[1].any()
+    assert len(nf.encode(a, rel=1e-4)) <= 1.001 * len(ungated)
+
+
 def test_encoding_holds_thread_pools_to_one_thread(monkeypatch):
     """The codec's small products run on the caller's thread alone: numpy's BLAS and torch's
     OpenMP pools are limited to one thread inside `encode` and restored after (their spinning
