@@ -6,21 +6,37 @@ blocks).  Left to their defaults, those pools start a thread per core for them a
 threads spinning after each call, where they take cores from the codec's own compiled loops
 (and from the host's other threads and MPI ranks): on 2 cores, encoding a 32^3 chunk took
 28 ms instead of 14.  threadpoolctl (the pool controller scikit-learn uses) sets and restores
-the limits; products are exact integer sums or encoder-side fits either way.
+the limits; products are exact integer sums or encoder-side fits either way.  The limit is
+process-wide, so it is taken by the first codec call to enter and given back by the last to
+leave: concurrent and nested calls never restore a limit another call set.
 """
 import functools
 import sys
+import threading
 
 from threadpoolctl import ThreadpoolController
+
+_lock = threading.Lock()
+_held = {"calls": 0, "limiter": None}
 
 
 def one_thread(function):
     """Decorator: run `function` with the BLAS and OpenMP pools limited to one thread (restored
-    after; about 20 us per call, so only around calls that use those libraries)."""
+    after; about 20 us per outermost call, so only around calls that use those libraries)."""
     @functools.wraps(function)
     def limited(*args, **kwargs):
-        with _controller("torch" in sys.modules).limit(limits=1):
+        with _lock:
+            if not _held["calls"]:
+                _held["limiter"] = _controller("torch" in sys.modules).limit(limits=1)
+            _held["calls"] += 1
+        try:
             return function(*args, **kwargs)
+        finally:
+            with _lock:
+                _held["calls"] -= 1
+                if not _held["calls"]:
+                    limiter, _held["limiter"] = _held["limiter"], None
+                    limiter.restore_original_limits()
     return limited
 
 
