@@ -197,27 +197,20 @@ class Encoder:
 
     def finish(self):
         """The coded bytes with the context set whose estimated size is smallest."""
-        fits = (fit for i in self.choices for fit in self._fits(i))
-        return self._code(*min(fits, key=lambda fit: fit[-1]))
+        codes = [np.concatenate([p[k] for p in self.passes]) for k in range(3)]
+        fits = (fit for i in self.choices for fit in self._fits(i, *codes))
+        return self._code(*min(fits, key=lambda fit: fit[-1]), *codes)
 
-    def _fits(self, index):
+    def _fits(self, index, contexts, q, escaped):
         """For each table kind: a table fitted to each coded context of set `index`, with the
         size estimate (tables + ideal code length under them: within a few bytes of the ANS
         output)."""
         cmap = self.maps[index]
-        contexts = np.concatenate([cmap[c] for c, _, _ in self.passes])
-        order, counts = _grouping(contexts, len(cmap))
-        q = np.concatenate([q for _, q, _ in self.passes])[order]
-        escaped = np.concatenate([e for _, _, e in self.passes])[order]
-        histograms, escapes, start = {}, {}, 0
-        for c in np.flatnonzero(counts):  # each context's alphabet: -K..K and the escape symbol
-            c, end = int(c), start + int(counts[c])
-            qc = q[start:end][~escaped[start:end]]
-            escapes[c] = int(end - start - qc.size)
-            K = int(np.abs(qc).max(initial=0))
-            histograms[c] = np.bincount(qc + K, minlength=2 * K + 1)
-            start = end
-        K = {c: len(h) // 2 for c, h in histograms.items()}
+        count, escape, Ks, flat, at = _context_histograms(contexts, cmap, q, escaped, len(cmap))
+        used = [int(c) for c in np.flatnonzero(count)]  # ascending: the order of the tables
+        histograms = {c: flat[at[c]:at[c + 1]] for c in used}  # q = -K..K of each context
+        escapes = {c: int(escape[c]) for c in used}
+        K = {c: int(Ks[c]) for c in used}
         for kind in TABLES:
             tables = {c: kind.fit(h, escapes[c]) for c, h in histograms.items()}
             bits = 0.0
@@ -229,17 +222,39 @@ class Encoder:
                 b"".join(_varint(K[c]) + tables[c].codes for c in K)
             yield cmap, K, kind, tables, head, len(head) + bits / 8
 
-    def _code(self, cmap, K, kind, tables, head, _):
+    def _code(self, cmap, K, kind, tables, head, _, contexts, q, escaped):
         buf = np.frombuffer(head, np.uint8)
         _, Ks, at = _section_tables(buf, kind)          # as the decoder will read them
         models = _rans_models(buf, kind, Ks, at)
         alphabet = np.maximum(Ks, 0)
-        contexts = np.concatenate([cmap[c] for c, _, _ in self.passes])
-        q = np.concatenate([q for _, q, _ in self.passes])
-        escaped = np.concatenate([e for _, _, e in self.passes])
+        contexts = cmap[contexts]
         k = alphabet[contexts]
         symbols = np.where(escaped, 2 * k + 1, q + k).astype(np.int32)
         return head + rans.encode(symbols, contexts, *models).astype("<u4").tobytes()
+
+
+@numba.njit(cache=True)
+def _context_histograms(contexts, cmap, q, escaped, n):
+    """Per coded context c = cmap[context]: how many codes it has (escapes included), how many
+    are escapes, the largest |q| of the others (K), and their histograms over q = -K..K laid
+    end to end (context c's at at[c] ... at[c + 1]; none for a context without codes)."""
+    count, escape, K = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
+    for i in range(contexts.size):
+        c = cmap[contexts[i]]
+        count[c] += 1
+        if escaped[i]:
+            escape[c] += 1
+        else:
+            K[c] = max(K[c], abs(np.int64(q[i])))
+    at = np.zeros(n + 1, np.int64)
+    for c in range(n):
+        at[c + 1] = at[c] + (2 * K[c] + 1 if count[c] else 0)
+    flat = np.zeros(at[n], np.int64)
+    for i in range(contexts.size):
+        if not escaped[i]:
+            c = cmap[contexts[i]]
+            flat[at[c] + K[c] + q[i]] += 1
+    return count, escape, K, flat, at
 
 
 def section(data, maps, legacy=False):
@@ -385,25 +400,6 @@ def _varint(n):
         n >>= 7
         if not n:
             return bytes(out)
-
-
-def _grouping(contexts, n_contexts):
-    """Stable order that groups the codes by context (ascending), and the group sizes."""
-    flat = np.ascontiguousarray(contexts.ravel(), np.uint8)
-    counts = np.bincount(flat, minlength=n_contexts)
-    return _counting_sort(flat, counts), counts
-
-
-@numba.njit(cache=True)
-def _counting_sort(contexts, counts):
-    at = np.zeros(counts.size, np.int64)
-    for c in range(1, counts.size):
-        at[c] = at[c - 1] + counts[c - 1]
-    order = np.empty(contexts.size, np.int64)
-    for i in range(contexts.size):
-        order[at[contexts[i]]] = i
-        at[contexts[i]] += 1
-    return order
 
 
 @numba.njit(cache=True)
