@@ -506,14 +506,14 @@ def _choose_blocks(net, x, fr, eb, dtype, cost):
     xb = swae.blocks_of(x, grid)[eligible]
     if not len(xb):
         return None
-    interp_cost = None
+    interp_cost, needed = None, 0.0
     if cost is not None:
         interp_cost = swae.blocks_of(cost, grid)[eligible].reshape(len(xb), -1).sum(axis=1)
         needed = SWAE_MIN_SAVING * cost.sum()
         if len(xb) >= 64 and _swae_trial(net, xb[::8], eb, dtype, interp_cost[::8])[1] < needed / 8:
             return None
     wins, saving, latents, c, h, q, esc, r = _swae_trial(net, xb, eb, dtype, interp_cost)
-    if not wins.any() or cost is not None and saving < needed:
+    if not wins.any() or saving < needed:
         return None
     chosen = np.zeros(eligible.size, bool)
     chosen[np.flatnonzero(eligible)[wins]] = True
