@@ -1,10 +1,19 @@
-"""`one_thread`: the pool limit is taken by the first codec call in and given back by the last
-one out, so concurrent and nested calls leave the caller's limits as they found them."""
+"""`one_thread`: BLAS limits (process-wide) are taken by the first codec call in and given back
+by the last one out, OpenMP limits (per thread) by each thread's outermost call, so concurrent
+and nested calls see one thread everywhere and leave the caller's limits as they found them.
+Extensions with OpenMP runtimes of their own (zfpy, torch) are imported first, where present."""
+import importlib
 import threading
 
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from pyneuralfilter.threads import one_thread
+
+for _name in ("zfpy", "torch"):
+    try:
+        importlib.import_module(_name)
+    except ImportError:
+        pass
 
 
 def _pools():
