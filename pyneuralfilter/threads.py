@@ -8,9 +8,10 @@ threads spinning after each call, where they take cores from the codec's own com
 28 ms instead of 14.  threadpoolctl (the pool controller scikit-learn uses) sets and restores
 the limits; products are exact integer sums or encoder-side fits either way.
 
-A BLAS limit holds for the whole process, so the first codec call in takes it and the last one
-out gives it back; an OpenMP limit holds for the calling thread, so each thread's outermost
-call takes and gives back its own.  Concurrent and nested calls never undo each other's limits.
+Each thread's outermost codec call takes the limits and gives them back; nested calls run under
+them.  OpenMP limits hold for the calling thread only.  OpenBLAS's pool is shared by the
+process: threadpoolctl (>= 3.8) lets one thread at a time change it, so concurrent calls in
+other threads neither undo its limit nor leave it set.
 """
 import functools
 import sys
@@ -19,41 +20,30 @@ import threading
 from threadpoolctl import ThreadpoolController
 
 _lock = threading.Lock()
-_process = {"calls": 0, "blas": None, "modules": -1, "controller": None}
-_thread = threading.local()                  # calls, openmp: this thread's
+_pools = {"modules": -1, "controller": None}
+_thread = threading.local()
 
 
 def one_thread(function):
     """Decorator: run `function` with the BLAS and OpenMP pools limited to one thread (restored
-    after; about 20 us per outermost call, so only around calls that use those libraries)."""
+    after; about 25 us per outermost call, so only around calls that use those libraries)."""
     @functools.wraps(function)
     def limited(*args, **kwargs):
-        depth = getattr(_thread, "calls", 0)
-        if not depth:
-            with _lock:
-                pools = _controller()
-                if not _process["calls"]:
-                    _process["blas"] = pools.limit(limits=1, user_api="blas")
-                _process["calls"] += 1
-            _thread.openmp = pools.limit(limits=1, user_api="openmp")
-        _thread.calls = depth + 1
+        if getattr(_thread, "limited", False):
+            return function(*args, **kwargs)         # nested: the outer call holds the limits
+        _thread.limited = True
         try:
-            return function(*args, **kwargs)
+            with _controller().limit(limits=1):
+                return function(*args, **kwargs)
         finally:
-            _thread.calls = depth
-            if not depth:
-                _thread.openmp.restore_original_limits()
-                with _lock:
-                    _process["calls"] -= 1
-                    if not _process["calls"]:
-                        _process["blas"].restore_original_limits()
+            _thread.limited = False
     return limited
 
 
 def _controller():
-    """The pools loaded now (call with _lock held): found again whenever a module was imported
-    since (~1.5 ms), as torch (imported only to encode with a SWAE) and other extensions bring
-    their own."""
-    if _process["modules"] != len(sys.modules):
-        _process.update(modules=len(sys.modules), controller=ThreadpoolController())
-    return _process["controller"]
+    """The pools loaded now: found again whenever a module was imported since (~1.5 ms), as
+    torch (imported only to encode with a SWAE) and other extensions bring their own."""
+    with _lock:
+        if _pools["modules"] != len(sys.modules):
+            _pools.update(modules=len(sys.modules), controller=ThreadpoolController())
+        return _pools["controller"]
