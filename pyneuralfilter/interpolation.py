@@ -182,10 +182,15 @@ def _context(recon, qmag, lo, hi, level, edges):
 @numba.njit(cache=True, inline="always")
 def _context_of(a, b, qa, qb, level, edges):
     """`_context` from the neighbours' values a, b and code magnitudes qa, qb."""
-    d = abs(b - a)
-    g = int(d >= edges[0]) + int(d >= edges[1]) + int(d >= edges[2])
     m = min(qa + qb, 2)
-    return level * 12 + m * 4 + g, m
+    return level * 12 + m * 4 + _gradient(a, b, edges), m
+
+
+@numba.njit(cache=True, inline="always")
+def _gradient(a, b, edges):
+    """The local gradient bucket of a target whose neighbours at t-s, t+s are a, b."""
+    d = abs(b - a)
+    return int(d >= edges[0]) + int(d >= edges[1]) + int(d >= edges[2])
 
 
 @numba.njit(cache=True)
@@ -324,7 +329,7 @@ def pass_restore(recon, qmag, resid, known, base, grid, off, w, gain, q, escaped
 def _restore(recon, qmag, resid, f, o, w, gain, v, twoeb, single):
     """Target f decoded from its code v (see `pass_restore`); o, w from `_taps`.  v None:
     code 0 of an unflagged run, where qmag keeps the 0 it starts with (resid, not cleared
-    beforehand, gets its 0)."""
+    beforehand, gets its 0).  qmag None: not kept (see `pass_decode`)."""
     _restore_with(recon, qmag, resid, f, o, w, gain, v, twoeb, single,
                   np.float64(recon[_u(f + o[1])]), np.float64(recon[_u(f + o[2])]))
 
@@ -335,7 +340,7 @@ def _restore_with(recon, qmag, resid, f, o, w, gain, v, twoeb, single, a, b):
     r = 0.0 * twoeb if v is None else v * twoeb
     p = _predict_with(recon, resid, f, o, w, gain, a, b) + r
     recon[f] = np.float64(np.float32(p)) if single else p
-    if v is not None:
+    if v is not None and qmag is not None:
         qmag[f] = min(abs(v), 2)
     if resid is not None:
         resid[f] = r
@@ -435,9 +440,11 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, models, edg
     largest neighbour-magnitude term), then, if it is set, each target's code with its context
     (`pass_contexts`), its model a row of models (`_level_models` of the pass's level).
     Restores as `pass_restore` does; state is the rANS state, updated.  zero_first (None or
-    True; compiled apart): try code 0 first in the contexts where it is likely.  Returns
-    (status, next unused verbatim value)."""
-    busiest = _busiest(qmag, known, base, grid, off, run_bits, nz)
+    True; compiled apart): try code 0 first in the contexts where it is likely.  qmag None:
+    the context map ignores code magnitudes (`magnitude_free`), which are then not kept.
+    Returns (status, next unused verbatim value)."""
+    busiest = (np.zeros(((pass_size(known, base, grid, off) - 1) >> run_bits) + 1, np.int64)
+               if qmag is None else _busiest(qmag, known, base, grid, off, run_bits, nz))
     lo, hi = _interior(off, w)
     inner = _taps(off, w, lo)
     edge = (edges[0], edges[1], edges[2])              # in registers
@@ -483,8 +490,11 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, models, edg
                 for g in range(f, f + n * step, step):
                     lo_, hi_ = _u(g + o[1]), _u(g + o[2])
                     a, b = np.float64(recon[lo_]), np.float64(recon[hi_])   # read once
-                    c, _ = _context_of(a, b, qmag[lo_], qmag[hi_], 0, edge)  # in level
-                    c = _u(c)                               # (no negative-index fix-up)
+                    if qmag is None:                        # rows m * 4 + g share models
+                        c = _u(_gradient(a, b, edge))
+                    else:
+                        c, _ = _context_of(a, b, qmag[lo_], qmag[hi_], 0, edge)  # in level
+                        c = _u(c)                           # (no negative-index fix-up)
                     if models[c, 0] < 0:
                         return rans.NO_TABLE, used
                     if zero_first is not None:              # code 0 (symbol K) first
@@ -506,12 +516,14 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, models, edg
                     v = s - k
                     if v <= k:
                         _restore_with(recon, qmag, resid, g, o, ww, gain, v, twoeb, single, a, b)
-                        nz[g >> _u(NZ_BITS)] |= v != 0
+                        if qmag is not None:
+                            nz[g >> _u(NZ_BITS)] |= v != 0
                     elif used < verbatim.size:              # the escape symbol 2K+1
-                        recon[g], qmag[g] = verbatim[used], 2
+                        recon[g] = verbatim[used]
+                        if qmag is not None:
+                            qmag[g], nz[g >> _u(NZ_BITS)] = 2, 1
                         if resid is not None:
                             resid[g] = 0.0
-                        nz[g >> _u(NZ_BITS)] = 1
                         used += 1
                     else:
                         return rans.VERBATIM_SHORT, used
@@ -573,7 +585,8 @@ def volume_decode(recon, qmag, resid, known, first, twoeb, head, offs, ws, gains
     context 0, bound twoeb / 2), then `pass_decode` for every pass: head and offs from
     `volume_layout`, the passes' weights end to end (laid out as offs), feedback gains (0:
     none) and doubled level bounds; flag contexts are flag_context + 3 * level + the busiest
-    term.  qmag must start at 0 (unflagged targets leave it so); resid (None: no feedback) is
+    term.  qmag must start at 0 (unflagged targets leave it so), or be None where the context
+    map ignores it (`magnitude_free`); resid (None: no feedback) is
     written at point 0 and every target up to the last pass with feedback, which are all that
     pass reads, so only its known points must start at 0.  Returns (status, next unused
     verbatim value)."""
@@ -588,14 +601,19 @@ def volume_decode(recon, qmag, resid, known, first, twoeb, head, offs, ws, gains
             resid[0] = 0.0                                  # (no coded residual fed back)
         if v <= alphabet[cmap[0]]:
             r = 0.0 + v * twoeb
-            recon[0], qmag[0] = np.float64(np.float32(r)) if single else r, min(abs(v), 2)
+            recon[0] = np.float64(np.float32(r)) if single else r
+            if qmag is not None:
+                qmag[0] = min(abs(v), 2)
         elif used < verbatim.size:                          # the escape symbol 2K+1
-            recon[0], qmag[0] = verbatim[used], 2
+            recon[0] = verbatim[used]
+            if qmag is not None:
+                qmag[0] = 2
             used += 1
         else:
             return rans.VERBATIM_SHORT, used
     nz = np.zeros((recon.size >> NZ_BITS) + 1, np.uint8)  # see `_busiest`
-    nz[0] = qmag[0] != 0
+    if qmag is not None:
+        nz[0] = qmag[0] != 0
     last = -1                                           # the last pass with feedback: the
     if resid is not None:                               # passes after it neither read coded
         for k in range(head.shape[0]):                  # residuals nor need to keep them
@@ -626,7 +644,7 @@ def volume_decode(recon, qmag, resid, known, first, twoeb, head, offs, ws, gains
 @numba.njit(cache=True)
 def chunk_decode(codes, octave, cmap, out, qmag, resid, kinds, taps, gains, gain_unit, head, offs,
                  twoebs, edges, single, twoeb, verbatim, run_bits, flag_context):
-    """The volumes out (variables, z, y, x) of a format v3 chunk predicted by interpolation
+    """The volumes out (variables, z, y, x) of a format v3 or later chunk predicted by interpolation
     alone, in one compiled call: its CODES section opened (codes: the bytes, octave: the table
     kind, cmap: the context map), then per volume the passes' weights (kinds, taps: one per
     pass of the chunk) and feedback gains (int8 / gain_unit) and `volume_decode`.  qmag and
@@ -636,12 +654,41 @@ def chunk_decode(codes, octave, cmap, out, qmag, resid, kinds, taps, gains, gain
         codes, octave)
     if status:
         return entropy.OPENING, status, 0
+    args = (cmap, out, resid, kinds, taps, gains, gain_unit, head, offs, twoebs, edges, single,
+            twoeb, verbatim, run_bits, flag_context, alphabet, words, state, cum, cum_at, bucket,
+            bucket_at, shift)
+    if magnitude_free(cmap, flag_context):
+        return _chunk_decode(None, *args)
+    return _chunk_decode(qmag, *args)
+
+
+@numba.njit(cache=True)
+def magnitude_free(cmap, flag_context):
+    """Whether a context map ignores code magnitudes: a target's model depends on its level and
+    gradient bucket only, a flag's on its level only (every set but the full one), so that
+    decoding needs neither the magnitudes nor the runs' busiest terms."""
+    for level in range(3):
+        for r in range(12):
+            if cmap[12 * level + r] != cmap[12 * level + r % 4]:
+                return False
+        for r in range(3):
+            if cmap[flag_context + 3 * level + r] != cmap[flag_context + 3 * level]:
+                return False
+    return True
+
+
+@numba.njit(cache=True)
+def _chunk_decode(qmag, cmap, out, resid, kinds, taps, gains, gain_unit, head, offs, twoebs,
+                  edges, single, twoeb, verbatim, run_bits, flag_context, alphabet, words, state,
+                  cum, cum_at, bucket, bucket_at, shift):
+    """`chunk_decode` once the section is open; qmag None: see `magnitude_free`."""
     used = 0
     n = head.shape[0]
     for v in range(out.shape[0]):
         k = v * n
         ws = volume_weights(head, kinds[k:k + n], taps[k:k + n], offs.size)
-        qmag[:] = 0                                         # (resid: see volume_decode)
+        if qmag is not None:
+            qmag[:] = 0                                     # (resid: see volume_decode)
         status, used = volume_decode(out[v].reshape(-1), qmag, resid, None, True, twoeb, head, offs,
                                      ws, gains[k:k + n] / gain_unit, twoebs, edges, single,
                                      verbatim, used, run_bits, flag_context, state, words, cmap,

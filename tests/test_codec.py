@@ -341,3 +341,25 @@ def test_decoder_reproduces_the_encoder_without_fallback(field, n, kw):
     assert nf.chunk_info(data)["mode"] == "coded"
     eb = nf.chunk_info(data)["abs_bound"]
     assert np.abs(nf.decode(data).astype(np.float64) - x).max() <= eb
+
+
+@pytest.mark.parametrize("context_set", range(4))
+@pytest.mark.parametrize("field, rel", [("bssn_chi", 1e-3), ("grayscott_u", 1e-3)])
+def test_every_context_set_decodes_as_the_stepwise_decoder(context_set, field, rel, monkeypatch):
+    """The compiled decoder tracks code magnitudes only for the one context set that uses
+    them; with every set it returns what the step-by-step decoder (which always tracks them)
+    does, on chunks with runs of zero codes (bssn_chi) and with residual feedback (Gray-Scott)."""
+    from pyneuralfilter import codec, container, entropy
+    original = entropy.Encoder
+    monkeypatch.setattr(entropy, "Encoder", lambda maps, choices=None: original(
+        maps, [context_set] if len(maps) == len(codec.CONTEXT_SETS) else choices))
+    x = datagen.field(field, 24, seed=1, **({"steps": 200} if field == "grayscott_u" else {}))
+    data = nf.encode(x, rel=rel, predictor="interp")
+    chunk = container.unpack(data)
+    assert chunk.sections[codec.CODES][0] & 0x7F == context_set
+    fast = nf.decode(data)
+    monkeypatch.setattr(codec, "_decode_interpolated", lambda chunk, out, verbatim, kinds, taps,
+                        gains, _: codec._decode_stepwise(chunk, out, verbatim, kinds, taps,
+                                                         gains, None))
+    assert nf.decode(data).tobytes() == fast.tobytes()
+    assert np.abs(fast.astype(np.float64) - x).max() <= nf.chunk_info(data)["abs_bound"]

@@ -231,3 +231,17 @@ def test_damaged_section_head_with_valid_checksum_says_which_part(damage, messag
     chunk.sections[1] = _damaged_codes(damage)               # repacked: the checksum is valid
     with pytest.raises(nf.CorruptChunkError, match=message):
         nf.decode(chunk.pack())
+
+
+def test_context_set_newer_than_the_chunks_version():
+    """Context set 3 came with format version 4: a version 3 chunk naming it is damaged."""
+    import struct, zlib
+    from pyneuralfilter import codec, datagen
+    chi = datagen.field("bssn_chi", 24, seed=1)
+    data = nf.encode(chi, rel=1e-3, predictor="interp")
+    assert container.unpack(data).sections[codec.CODES][0] & 0x7F == 3   # the set under test
+    assert nf.decode(data) is not None
+    body = bytearray(data[:-4])
+    body[4] = 3
+    with pytest.raises(nf.CorruptChunkError, match="unknown context set"):
+        nf.decode(bytes(body) + struct.pack("<I", zlib.crc32(bytes(body))))

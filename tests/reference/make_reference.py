@@ -50,6 +50,12 @@ def cases():
     yield "v3_chi15_swae_rel1e-3", datagen.field("bssn_chi", 15, seed=1), dict(rel=1e-3, predictor="swae")
     yield "v3_4d_rel1e-2", np.cos(np.arange(2 * 6 * 7 * 9)).reshape(2, 6, 7, 9).astype(np.float32), \
         dict(rel=1e-2, predictor="interp")
+    # format v4: context set 3 (level and gradient bucket; no code magnitudes), with runs and
+    # with feedback; and a full-set chunk written by the v4 encoder
+    yield "v4_chi24_gradient_set_rel1e-3", datagen.field("bssn_chi", 24, seed=1), dict(rel=1e-3)
+    yield "v4_grayscott24_gradient_set_feedback_rel1e-2", \
+        datagen.field("grayscott_u", 24, seed=1, steps=200), dict(rel=1e-2, predictor="interp")
+    yield "v4_chi24_full_set_rel1e-4", datagen.field("bssn_chi", 24, seed=1), dict(rel=1e-4)
 
 
 def check_bound(array, decoded, eb):
