@@ -53,6 +53,7 @@ CONTEXT_SETS = tuple(np.asarray(m, np.uint8) for m in (
     np.arange(N_CONTEXTS), np.r_[np.arange(36) // 12, 3, 4 + np.arange(9) // 3],
     np.zeros(N_CONTEXTS, int), np.r_[np.arange(36) // 12 * 4 + np.arange(36) % 4, 12,
                                      13 + np.arange(9) // 3]))
+ONE_TABLE = 2                  # the single-context set: what context_model=False codes with
 PREDICTORS = ("auto", "interp", "swae")
 LORENZO_TRIAL = 1.25           # Lorenzo is entropy coded only when its estimated cost is below
                                # this x interpolation's (measured: it wins only below ~1.05x)
@@ -297,7 +298,7 @@ class _Streams:
     """What the encoder writes and the decoder reads back, in the same order."""
 
     def __init__(self, context_model):
-        choices = None if context_model else [len(CONTEXT_SETS) - 1]
+        choices = None if context_model else [ONE_TABLE]
         self.coder = entropy.Encoder(CONTEXT_SETS, choices)
         self.verbatim, self.kinds, self.taps, self.gains = [], [], [], []
         self.cost = 0.0                     # estimated bits (`_cost`) of the codes so far

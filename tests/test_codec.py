@@ -363,3 +363,13 @@ def test_every_context_set_decodes_as_the_stepwise_decoder(context_set, field, r
                                                          gains, None))
     assert nf.decode(data).tobytes() == fast.tobytes()
     assert np.abs(fast.astype(np.float64) - x).max() <= nf.chunk_info(data)["abs_bound"]
+
+
+def test_context_model_off_codes_with_one_table():
+    """The ablation `context_model=False` codes every value with the single-context set,
+    whatever sets later formats add."""
+    from pyneuralfilter import codec, container
+    data = nf.encode(datagen.field("bssn_chi", 24, seed=1), rel=1e-3, predictor="interp",
+                     context_model=False)
+    index = container.unpack(data).sections[codec.CODES][0] & 0x7F
+    assert not codec.CONTEXT_SETS[index].any()              # every context maps to table 0
