@@ -476,6 +476,15 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, models, edg
                 # a stretch of targets along the row with one flag and the same taps
                 j = _u(i0 if axis == 0 else (i1 if axis == 1 else i2))
                 n = _u(_stretch(known, grid, i2, i, mask))
+                if axis == 2 and not flagged:               # unless unflagged: then taps per
+                    for t in range(n):                      # target (measured 1.13x faster
+                        jt = j + _u(t)                      # than a stretch per edge target)
+                        o, ww = inner if lo <= jt and jt < hi else _taps(off, w, jt)
+                        _restore(recon, qmag, resid, f + _u(t) * step, o, ww, gain, None, twoeb,
+                                 single)
+                    i += n
+                    i2 += n
+                    continue
                 if axis == 2 and not (lo <= j and j < hi):
                     n = _u(1)                               # an edge target: its own taps
                 elif axis == 2:
@@ -552,14 +561,6 @@ def _level_models(level, cmap, alphabet, cum, cum_at, bucket_at, shift):
     return models, fast > 0 and 2 * fast >= tables
 
 
-@numba.njit(cache=True)
-def _decode_pass(zero_first, *args):
-    """`pass_decode`, compiled with and without its code-0 check (zero_first: a bool)."""
-    if zero_first:
-        return pass_decode(*args, True)
-    return pass_decode(*args, None)
-
-
 @functools.lru_cache(maxsize=64)
 def volume_layout(shape):
     """The passes of a volume and their layout as `volume_decode` takes it: per pass (base,
@@ -627,15 +628,25 @@ def volume_decode(recon, qmag, resid, known, first, twoeb, head, offs, ws, gains
         args = (edges, twoebs[k], single, verbatim, used, run_bits, flag_context + 3 * level,
                 nz, state, words, cmap, alphabet, cum, cum_at, bucket, bucket_at, shift)
         models, fast = _level_models(level, cmap, alphabet, cum, cum_at, bucket_at, shift)
+        # pass_decode compiled with and without its code-0 check, called directly (a wrapper
+        # taking both measured 3 % slower per 32^3 chunk: its arrays' reference counting)
         if resid is None or k > last:
-            status, used = _decode_pass(fast, recon, qmag, None, known, base, grid, off, w, None,
-                                        models, *args)
+            status, used = (
+                pass_decode(recon, qmag, None, known, base, grid, off, w, None, models, *args, True)
+                if fast else
+                pass_decode(recon, qmag, None, known, base, grid, off, w, None, models, *args, None))
         elif gains[k] == 0.0:
-            status, used = _decode_pass(fast, recon, qmag, resid, known, base, grid, off, w, None,
-                                        models, *args)
+            status, used = (
+                pass_decode(recon, qmag, resid, known, base, grid, off, w, None, models, *args, True)
+                if fast else
+                pass_decode(recon, qmag, resid, known, base, grid, off, w, None, models, *args, None))
         else:
-            status, used = _decode_pass(fast, recon, qmag, resid, known, base, grid, off, w,
-                                        gains[k], models, *args)
+            status, used = (
+                pass_decode(recon, qmag, resid, known, base, grid, off, w, gains[k], models, *args,
+                            True)
+                if fast else
+                pass_decode(recon, qmag, resid, known, base, grid, off, w, gains[k], models, *args,
+                            None))
         if status != rans.OK:
             return status, used
     return rans.OK, used
