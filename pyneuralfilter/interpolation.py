@@ -473,18 +473,19 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, models, edg
                     flagged = s - alphabet[c]
                     if flagged != 0 and flagged != 1:
                         return rans.BAD_FLAG, used
-                # a stretch of targets along the row with one flag and the same taps
+                # a stretch of targets along the row with one flag
                 j = _u(i0 if axis == 0 else (i1 if axis == 1 else i2))
                 n = _u(_stretch(known, grid, i2, i, mask))
-                if axis == 2 and not flagged:               # unless unflagged: then taps per
-                    for t in range(n):                      # target (measured 1.13x faster
-                        jt = j + _u(t)                      # than a stretch per edge target)
-                        o, ww = inner if lo <= jt and jt < hi else _taps(off, w, jt)
+                if axis == 2 and not flagged:   # codes all 0 along the axis: one loop, taps per
+                    for t in range(n):          # target (1.13x faster per 32^3 chunk than a
+                        jt = j + _u(t)          # stretch per edge target; in flagged stretches
+                        o, ww = inner if lo <= jt and jt < hi else _taps(off, w, jt)  # slower)
                         _restore(recon, qmag, resid, f + _u(t) * step, o, ww, gain, None, twoeb,
                                  single)
                     i += n
                     i2 += n
                     continue
+                # else the stretch shares one set of taps
                 if axis == 2 and not (lo <= j and j < hi):
                     n = _u(1)                               # an edge target: its own taps
                 elif axis == 2:
