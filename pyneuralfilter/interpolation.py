@@ -467,9 +467,7 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, models, edg
                     if cum_at[c] < 0:
                         return rans.NO_TABLE, used
                     s, x, y = rans.step(x, y, c, cum, cum_at, bucket, bucket_at, shift)
-                    if y < rans.L:
-                        y = (y << _u(32)) | (_u(words[_u(pos)]) if pos < words.size else _u(0))
-                        pos += 1
+                    y, pos = rans.refill(y, words, pos)
                     flagged = s - alphabet[c]
                     if flagged != 0 and flagged != 1:
                         return rans.BAD_FLAG, used
@@ -510,18 +508,13 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, models, edg
                     if zero_first is not None:              # code 0 (symbol K) first
                         zero, x, y = rans.step_if(x, y, models[c, 4], models[c, 5])
                         if zero:
-                            if y < rans.L:
-                                y = (y << _u(32)) | (_u(words[_u(pos)]) if pos < words.size
-                                                     else _u(0))
-                                pos += 1                    # qmag, resid and nz keep their 0
+                            y, pos = rans.refill(y, words, pos)  # qmag, resid, nz keep 0
                             _restore_with(recon, qmag, resid, g, o, ww, gain, None, twoeb, single,
                                           a, b)
                             continue
                     s, x, y = rans.step_at(x, y, models[c, 0], models[c, 1], models[c, 2], cum,
                                            bucket)
-                    if y < rans.L:
-                        y = (y << _u(32)) | (_u(words[_u(pos)]) if pos < words.size else _u(0))
-                        pos += 1
+                    y, pos = rans.refill(y, words, pos)
                     k = models[c, 3]
                     v = s - k
                     if v <= k:

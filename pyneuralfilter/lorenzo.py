@@ -134,9 +134,7 @@ def decode(state, words, cmap, alphabet, cum, cum_at, bucket, bucket_at, shift, 
                 if cum_at[c] < 0:
                     return rans.NO_TABLE, used
                 s, x, y = rans.step(x, y, c, cum, cum_at, bucket, bucket_at, shift)
-                if y < rans.L:
-                    y = (y << _u(32)) | (_u(words[_u(pos)]) if pos < words.size else _u(0))
-                    pos += 1
+                y, pos = rans.refill(y, words, pos)
                 v = s - alphabet[c]
                 if v > alphabet[c]:                  # the escape symbol 2K+1
                     if used >= verbatim.size:
