@@ -187,3 +187,16 @@ def test_step_if_agrees_with_the_full_step():
                                        int(cum[k + 1] - cum[k]))
             assert hit == (s == k)
             assert (int(y2), int(x2)) == ((int(y1), int(x1)) if hit else (int(x), 7))
+
+
+def test_refill_takes_a_word_only_when_the_state_is_below_L():
+    """`refill` shifts in the word at pos exactly when y < L; past the end of the words (none
+    at all included) it shifts in 0 and still advances, so that decoders report EXHAUSTED."""
+    words = np.array([0xDEADBEEF, 5], np.uint32)
+    low, high = np.uint64(int(rans.L) - 1), np.uint64(int(rans.L))
+    assert rans.refill(high, words, 0) == (high, 0)
+    assert rans.refill(low, words, 0) == ((int(low) << 32) | 0xDEADBEEF, 1)
+    assert rans.refill(low, words, 1) == ((int(low) << 32) | 5, 2)
+    assert rans.refill(low, words, 2) == (int(low) << 32, 3)
+    assert rans.refill(low, np.zeros(0, np.uint32), 0) == (int(low) << 32, 1)
+    assert rans.refill(high, np.zeros(0, np.uint32), 0) == (high, 0)
