@@ -239,7 +239,7 @@ def refill(y, words, pos):
     chunk on Gray-Scott than a branch).  Past the end of words it shifts in 0 and still
     advances, so that a caller finds pos > words.size (EXHAUSTED)."""
     last = words.size - 1
-    word = _u(words[_u(min(pos, last))]) if pos <= last else _u(0)
+    word = _u(words[_u(pos)]) if pos <= last else _u(0)
     need = y < L
     return ((y << _u(32)) | word) if need else y, pos + np.int64(need)
 
