@@ -228,12 +228,22 @@ def _predict(recon, resid, f, o, w, gain):
 def _predict_with(recon, resid, f, o, w, gain, a, b):
     """`_predict` given the values a, b of the neighbours at t-s and t+s (the gradient context
     reads them too)."""
-    p = w[0] * recon[_u(f + o[0])]
-    p = p + w[1] * a
-    p = p + w[2] * b
-    p = p + w[3] * recon[_u(f + o[3])]
+    fed = 0.0 if gain is None else gain * (resid[_u(f + o[1])] + resid[_u(f + o[2])])
+    return _weigh(w, recon[_u(f + o[0])], a, b, recon[_u(f + o[3])], gain, fed)
+
+
+@numba.njit(cache=True, inline="always")
+def _weigh(w, x0, x1, x2, x3, gain, fed):
+    """The prediction from the neighbours' values x0 ... x3 (in order) plus, unless gain is None,
+    the feedback term fed (gain times the sum of the coded residuals at t-s and t+s); a
+    non-finite prediction is 0.  The one place that fixes the order and rounding of a
+    prediction: the encoder and every decoder loop must agree to the bit."""
+    p = w[0] * x0
+    p = p + w[1] * x1
+    p = p + w[2] * x2
+    p = p + w[3] * x3
     if gain is not None:            # None: no feedback (compiled without the term)
-        p = p + gain * (resid[_u(f + o[1])] + resid[_u(f + o[2])])
+        p = p + fed
     return p if np.isfinite(p) else 0.0
 
 
@@ -359,24 +369,20 @@ def _restore_row(recon, resid, g0, count, step, w, gain, twoeb, single, buf):
     """`_restore` with code 0 of count targets g0, g0 + step, ... along a row whose taps are
     (-3h, -h, h, 3h) with weights w (`_row_taps`): their neighbours (and, with feedback, the
     neighbours' coded residuals) gathered once into buf, the predictions computed over those
-    contiguous copies (a loop the compiler can vectorise), in the same order and rounding as
-    `_predict_with`, then stored.  Measured against restoring in place, target by target, the
-    same bytes decoded: 1.18-1.20x per chunk on nearly empty BSSN chunks of 64^3 and 128^3,
-    1.02-1.12x in 32^3 chunks (shorter rows), the log-normal density at 1e-2 level."""
+    contiguous copies (a loop the compiler can vectorise) by `_weigh`, as `_predict_with` does,
+    then stored.  Measured against restoring in place, target by target, the same bytes
+    decoded: 1.18-1.20x per chunk on nearly empty BSSN chunks of 64^3 and 128^3, 1.02-1.12x in
+    32^3 chunks (shorter rows), the log-normal density at 1e-2 level."""
     e0 = g0 - _u(3 * (step // 2))
-    for u in range(count + 3):
+    for u in range(count + 3):                  # rows of buf: values, coded residuals, out
         buf[0, u] = np.float64(recon[e0 + _u(u) * step])
         if gain is not None:
             buf[1, u] = resid[e0 + _u(u) * step]
     r = 0.0 * twoeb
     for t in range(count):
-        p = w[0] * buf[0, t]
-        p = p + w[1] * buf[0, t + 1]
-        p = p + w[2] * buf[0, t + 2]
-        p = p + w[3] * buf[0, t + 3]
-        if gain is not None:
-            p = p + gain * (buf[1, t + 1] + buf[1, t + 2])
-        buf[2, t] = (p if np.isfinite(p) else 0.0) + r
+        fed = 0.0 if gain is None else gain * (buf[1, t + 1] + buf[1, t + 2])
+        buf[2, t] = _weigh(w, buf[0, t], buf[0, t + 1], buf[0, t + 2], buf[0, t + 3], gain,
+                           fed) + r
     for t in range(count):
         g = g0 + _u(t) * step
         recon[g] = np.float64(np.float32(buf[2, t])) if single else buf[2, t]
