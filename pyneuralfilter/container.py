@@ -19,7 +19,7 @@ except ImportError:     # pragma: no cover - isal is a dependency; zlib gives id
 from .errors import CorruptChunkError, UnsupportedDataError
 
 MAGIC = b"NFC1"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 MODE_RAW, MODE_ZSTD, MODE_CODED = 0, 1, 2          # how the payload holds the values
 BOUND_ABS, BOUND_REL = 0, 1
 DTYPES = {1: np.dtype("<f4"), 2: np.dtype("<f8")}

@@ -183,13 +183,20 @@ class Encoder:
 
     `maps` are the context sets the encoder may use, each an array mapping every context to a
     coded context (e.g. identity, or merged contexts for small chunks where tables would cost
-    more than they save); `finish` keeps the one giving the fewest bytes.
+    more than they save); `finish` keeps the one giving the fewest bytes.  `gaps`: the codes
+    are zero gaps and non-zero codes (format v5, `codec`), marked by bit 6 of the first byte.
     """
 
-    def __init__(self, maps, choices=None):
+    def __init__(self, maps, choices=None, gaps=False):
         self.maps = [np.asarray(m, np.uint8) for m in maps]
         self.choices = range(len(maps)) if choices is None else choices
+        self.gaps = GAPS if gaps else 0
         self.passes = []                    # (contexts, q, escaped) in decoding order
+
+    @property
+    def symbols(self):
+        """How many symbols the decoder will take."""
+        return sum(p[0].size for p in self.passes)
 
     def add(self, contexts, q, escaped):
         """Codes of one pass; the decoder will ask for them with the same contexts."""
@@ -218,7 +225,8 @@ class Encoder:
                 p = tables[c].probabilities(K[c])
                 p = np.maximum(p / p.sum(), 2.0 ** -24)  # rans.frequencies: every f >= 1
                 bits += float(h @ -np.log2(p[:-1])) - escapes[c] * np.log2(p[-1])
-            head = struct.pack("<BQ", index | TABLES.index(kind) << 7, sum(1 << c for c in K)) + \
+            head = struct.pack("<BQ", index | self.gaps | TABLES.index(kind) << 7,
+                               sum(1 << c for c in K)) + \
                 b"".join(_varint(K[c]) + tables[c].codes for c in K)
             yield cmap, K, kind, tables, head, len(head) + bits / 8
 
@@ -257,18 +265,22 @@ def _context_histograms(contexts, cmap, q, escaped, n):
     return count, escape, K, flat, at
 
 
-def section(data, maps, legacy=False):
-    """A coded section's bytes (uint8), table kind (Table or OctaveTable) and context map (its
-    context set, one of maps); raises CorruptChunkError when it cannot hold its head."""
+GAPS = 0x40                      # bit 6 of a section's first byte (format v5): zero gaps
+
+
+def section(data, maps, legacy=False, gaps=False):
+    """A coded section's bytes (uint8), table kind (Table or OctaveTable), context map (its
+    context set, one of maps) and whether it codes zero gaps (only where `gaps` allows them);
+    raises CorruptChunkError when it cannot hold its head."""
     try:
         index = data[0]
-        cmap = np.asarray(maps[index & 0x7F], np.uint8)
+        cmap = np.asarray(maps[index & (0x3F if gaps else 0x7F)], np.uint8)
     except IndexError:
         raise CorruptChunkError(_NO_HEAD) from None
     buf = np.frombuffer(data, np.uint8)
     if not legacy and buf.size < _HEAD:
         raise CorruptChunkError(_NO_HEAD)
-    return buf, TABLES[index >> 7], cmap
+    return buf, TABLES[index >> 7], cmap, bool(index & GAPS) and gaps
 
 
 OPENING, DECODING, ENDING = range(3)    # where a decode of a format v3 section stopped
@@ -292,14 +304,15 @@ _DECODE_ERRORS = {
     rans.NO_TABLE: "entropy-coded section lacks the table of a context it uses",
     rans.EXHAUSTED: "entropy-coded section is damaged: its codes run past its end",
     rans.VERBATIM_SHORT: "verbatim section is shorter than the codes say",
-    rans.BAD_FLAG: "entropy-coded section holds an invalid run flag"}
+    rans.BAD_FLAG: "entropy-coded section holds an invalid run flag",
+    rans.BAD_GAP: "entropy-coded section holds an invalid zero gap"}
 
 
 class Decoder:
     """Reads the codes back pass by pass (`take`); `legacy`: a format v1/v2 section."""
 
     def __init__(self, data, maps, legacy=False):
-        buf, kind, self.cmap = section(data, maps, legacy)
+        buf, kind, self.cmap, _ = section(data, maps, legacy)
         if not legacy:
             status, self.alphabet, self.words, state, *models = open_section(buf,
                                                                              kind is OctaveTable)

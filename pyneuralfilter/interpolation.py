@@ -365,14 +365,15 @@ def _row_taps(o, step):
 
 
 @numba.njit(cache=True, inline="always")
-def _restore_row(recon, resid, g0, count, step, w, gain, twoeb, single, buf):
-    """`_restore` with code 0 of count targets g0, g0 + step, ... along a row whose taps are
-    (-3h, -h, h, 3h) with weights w (`_row_taps`): their neighbours (and, with feedback, the
-    neighbours' coded residuals) gathered once into buf, the predictions computed over those
-    contiguous copies (a loop the compiler can vectorise) by `_weigh`, as `_predict_with` does,
-    then stored.  Measured against restoring in place, target by target, the same bytes
-    decoded: 1.18-1.20x per chunk on nearly empty BSSN chunks of 64^3 and 128^3, 1.02-1.12x in
-    32^3 chunks (shorter rows), the log-normal density at 1e-2 level."""
+def _restore_row(recon, resid, g0, count, step, w, gain, twoeb, single, buf, codes):
+    """`_restore` of count targets g0, g0 + step, ... along a row whose taps are
+    (-3h, -h, h, 3h) with weights w (`_row_taps`), with codes 0 (codes None) or codes[0:count]:
+    their neighbours (and, with feedback, the neighbours' coded residuals) gathered once into
+    buf, the predictions computed over those contiguous copies (a loop the compiler can
+    vectorise) by `_weigh`, as `_predict_with` does, then stored.  Measured against restoring
+    in place, target by target, the same bytes decoded: 1.18-1.20x per chunk on nearly empty
+    BSSN chunks of 64^3 and 128^3, 1.02-1.12x in 32^3 chunks (shorter rows), the log-normal
+    density at 1e-2 level."""
     e0 = g0 - _u(3 * (step // 2))
     for u in range(count + 3):                  # rows of buf: values, coded residuals, out
         buf[0, u] = np.float64(recon[e0 + _u(u) * step])
@@ -380,6 +381,8 @@ def _restore_row(recon, resid, g0, count, step, w, gain, twoeb, single, buf):
             buf[1, u] = resid[e0 + _u(u) * step]
     r = 0.0 * twoeb
     for t in range(count):
+        if codes is not None:
+            r = codes[t] * twoeb
         fed = 0.0 if gain is None else gain * (buf[1, t + 1] + buf[1, t + 2])
         buf[2, t] = _weigh(w, buf[0, t], buf[0, t + 1], buf[0, t + 2], buf[0, t + 3], gain,
                            fed) + r
@@ -387,7 +390,45 @@ def _restore_row(recon, resid, g0, count, step, w, gain, twoeb, single, buf):
         g = g0 + _u(t) * step
         recon[g] = np.float64(np.float32(buf[2, t])) if single else buf[2, t]
         if resid is not None:
-            resid[g] = r
+            if codes is None:
+                resid[g] = r
+            else:
+                resid[g] = codes[t] * twoeb
+
+
+@numba.njit(cache=True, inline="always")
+def _restore_stretch(recon, qmag, resid, f, j, n, step, off, w, lo, hi, inner, buffered, gain,
+                     twoeb, single, buf, codes):
+    """`_restore` of n targets f, f + step, ... along a row of an x pass, the first at index j
+    along it, with codes 0 (codes None; qmag keeps its 0) or codes[0:n]: the interior part
+    [lo, hi) (`_interior`; inner: its taps) row-buffered when `buffered` (`_row_taps`; buf: at
+    least n + 3 columns), the edges target by target."""
+    a_ = min(max(lo, j), j + n)
+    b_ = max(min(hi, j + n), a_)
+    if not buffered:
+        a_ = b_ = j + n
+    for jt in range(j, a_):
+        _restore_edge(recon, qmag, resid, f, j, jt, step, off, w, gain, twoeb, single, codes)
+    if b_ > a_:
+        if codes is None:
+            _restore_row(recon, resid, f + (a_ - j) * step, b_ - a_, step, inner[1], gain,
+                         twoeb, single, buf, None)
+        else:
+            _restore_row(recon, resid, f + (a_ - j) * step, b_ - a_, step, inner[1], gain,
+                         twoeb, single, buf, codes[a_ - j:])
+    for jt in range(b_, j + n):
+        _restore_edge(recon, qmag, resid, f, j, jt, step, off, w, gain, twoeb, single, codes)
+
+
+@numba.njit(cache=True, inline="always")
+def _restore_edge(recon, qmag, resid, f, j, jt, step, off, w, gain, twoeb, single, codes):
+    """`_restore_stretch`'s target at index jt along the row, with its own taps."""
+    o, ww = _taps(off, w, jt)
+    if codes is None:
+        _restore(recon, qmag, resid, f + (jt - j) * step, o, ww, gain, None, twoeb, single)
+    else:
+        _restore(recon, qmag, resid, f + (jt - j) * step, o, ww, gain, codes[jt - j], twoeb,
+                 single)
 
 
 @numba.njit(cache=True)
@@ -523,6 +564,7 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, models, edg
                 if axis == 2 and not flagged:   # codes all 0 along the axis: the interior
                     a_ = min(max(lo, j), j + _u(n))             # part [a_, b_) row-buffered,
                     b_ = max(min(hi, j + _u(n)), a_)            # the edges target by target
+                    # (`_restore_stretch` inline: measured 5-7 % slower on nearly empty chunks)
                     if not buffered:
                         a_ = b_ = j + _u(n)
                     for jt in range(j, a_):
@@ -531,7 +573,7 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, models, edg
                                  single)
                     if b_ > a_:
                         _restore_row(recon, resid, f + (a_ - j) * step, b_ - a_, step, inner[1],
-                                     gain, twoeb, single, row_buf)
+                                     gain, twoeb, single, row_buf, None)
                     for jt in range(b_, j + _u(n)):
                         o, ww = _taps(off, w, jt)
                         _restore(recon, qmag, resid, f + (jt - j) * step, o, ww, gain, None, twoeb,
@@ -592,6 +634,111 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, models, edg
     return rans.OK, used
 
 
+GAP_MAX = 256                  # (format v5) a gap symbol g < GAP_MAX: g codes 0, then a non-zero
+                               # code; g = GAP_MAX: that many codes 0, then another gap symbol;
+                               # the escape symbol: the rest of the pass's codes are 0
+
+
+@numba.njit(cache=True)
+def pass_decode_gaps(recon, resid, base, grid, off, w, gain, models, edges, twoeb, single,
+                     verbatim, used, gap_context, state, words, cmap, alphabet, cum, cum_at,
+                     bucket, bucket_at, shift):
+    """`pass_decode` for a chunk coded in zero gaps (format v5; no known points, a context map
+    free of code magnitudes): at the pass's start and after each non-zero code, a gap symbol
+    (context gap_context + the gradient bucket of the next target, capped at 2; see GAP_MAX)
+    says how many targets have code 0 before the next non-zero one, whose code follows in its
+    context.  As contexts depend on earlier passes only, each row's codes are decoded first
+    and the row is then restored in one go, without a branch per target."""
+    lo, hi = _interior(off, w)
+    inner = _taps(off, w, lo)
+    along = grid[6] == 2
+    buffered = along and _row_taps(inner[0], grid[5])
+    length = grid[2]
+    row_buf = np.empty((3, length + 3))
+    codes = np.zeros(length, np.int64)          # the row's codes (0 where escaped)
+    escaped = np.empty(length, np.int64)        # where the row's escaped targets are
+    edge = (edges[0], edges[1], edges[2])       # in registers
+    x, y, pos = state[0], state[1], np.int64(state[2])
+    zeros, due, rest = 0, False, False  # codes 0 to skip, then a non-zero one / all the rest
+    axis, step = grid[6], _u(grid[5])
+    for i0 in range(grid[0]):
+        for i1 in range(grid[1]):
+            row = _u(base + i0 * grid[3] + i1 * grid[4])
+            t = n_escaped = 0
+            busy = False
+            while t < length and not rest:
+                f = row + _u(t) * step
+                j = _u(i0 if axis == 0 else (i1 if axis == 1 else t))
+                o = inner[0] if lo <= j and j < hi else _taps(off, w, j)[0]
+                a, b = np.float64(recon[_u(f + o[1])]), np.float64(recon[_u(f + o[2])])
+                if zeros == 0 and not due:                      # a gap symbol
+                    c = cmap[gap_context + min(_gradient(a, b, edge), 2)]
+                    if cum_at[c] < 0:
+                        return rans.NO_TABLE, used
+                    s, x, y = rans.step(x, y, c, cum, cum_at, bucket, bucket_at, shift)
+                    y, pos = rans.refill(y, words, pos)
+                    gap = s - alphabet[c]
+                    if gap > alphabet[c]:                       # the escape symbol
+                        rest = True
+                        break
+                    if gap < 0 or gap > GAP_MAX:
+                        return rans.BAD_GAP, used
+                    zeros, due = gap, gap < GAP_MAX
+                if zeros > 0:
+                    n = min(length - t, zeros)
+                    t += n
+                    zeros -= n
+                    continue
+                c = _u(_gradient(a, b, edge))                   # the non-zero code due at t
+                if models[c, 0] < 0:
+                    return rans.NO_TABLE, used
+                s, x, y = rans.step_at(x, y, models[c, 0], models[c, 1], models[c, 2], cum,
+                                       bucket)
+                y, pos = rans.refill(y, words, pos)
+                k = models[c, 3]
+                if s - k <= k:
+                    codes[t] = s - k
+                    busy = True
+                elif used + n_escaped < verbatim.size:          # the escape symbol 2K+1
+                    escaped[n_escaped] = t
+                    n_escaped += 1
+                else:
+                    return rans.VERBATIM_SHORT, used
+                due = False
+                t += 1
+            if along and busy:     # (each call compiled for codes or none: no test per target)
+                _restore_stretch(recon, None, resid, row, _u(0), _u(length), step, off, w, lo,
+                                 hi, inner, buffered, gain, twoeb, single, row_buf, codes)
+            elif along:
+                _restore_stretch(recon, None, resid, row, _u(0), _u(length), step, off, w, lo,
+                                 hi, inner, buffered, gain, twoeb, single, row_buf, None)
+            else:                                               # one set of taps
+                j = _u(i0 if axis == 0 else i1)
+                o, ww = inner if lo <= j and j < hi else _taps(off, w, j)
+                if busy:
+                    for t in range(length):
+                        _restore(recon, None, resid, row + _u(t) * step, o, ww, gain, codes[t],
+                                 twoeb, single)
+                else:
+                    for t in range(length):
+                        _restore(recon, None, resid, row + _u(t) * step, o, ww, gain, None,
+                                 twoeb, single)
+            for e in range(n_escaped):                          # their verbatim values
+                g = row + _u(escaped[e]) * step
+                recon[g] = verbatim[used]
+                if resid is not None:
+                    resid[g] = 0.0
+                used += 1
+            if busy:
+                codes[:] = 0
+    if zeros or due:                                            # gaps past the pass's end
+        return rans.BAD_GAP, used
+    if pos > words.size:
+        return rans.EXHAUSTED, used
+    state[0], state[1], state[2] = x, y, np.uint64(pos)
+    return rans.OK, used
+
+
 @numba.njit(cache=True)
 def _level_models(level, cmap, alphabet, cum, cum_at, bucket_at, shift):
     """The models of a level's 12 contexts as `pass_decode` takes them: cum_at, bucket_at,
@@ -631,7 +778,7 @@ def volume_layout(shape):
 @numba.njit(cache=True)
 def volume_decode(recon, qmag, resid, known, first, twoeb, head, offs, ws, gains, twoebs, edges,
                   single, verbatim, used, run_bits, flag_context, state, words, cmap, alphabet,
-                  cum, cum_at, bucket, bucket_at, shift):
+                  cum, cum_at, bucket, bucket_at, shift, gaps=False):
     """Decode a volume (format v3) in one compiled call: if `first`, point 0 (predicted as 0,
     context 0, bound twoeb / 2), then `pass_decode` for every pass: head and offs from
     `volume_layout`, the passes' weights end to end (laid out as offs), feedback gains (0:
@@ -640,7 +787,10 @@ def volume_decode(recon, qmag, resid, known, first, twoeb, head, offs, ws, gains
     map ignores it (`magnitude_free`); resid (None: no feedback) is
     written at point 0 and every target up to the last pass with feedback, which are all that
     pass reads, so only its known points must start at 0.  Returns (status, next unused
-    verbatim value)."""
+    verbatim value).  gaps: the codes come in zero gaps (`pass_decode_gaps`; known and qmag
+    must be None)."""
+    if gaps and (known is not None or qmag is not None):
+        return rans.BAD_GAP, used
     if first:
         symbol = np.empty(1, np.int32)
         status = rans.decode(state, words, np.zeros(1, np.int64), cmap, cum, cum_at, bucket,
@@ -678,6 +828,19 @@ def volume_decode(recon, qmag, resid, known, first, twoeb, head, offs, ws, gains
         args = (edges, twoebs[k], single, verbatim, used, run_bits, flag_context + 3 * level,
                 nz, state, words, cmap, alphabet, cum, cum_at, bucket, bucket_at, shift)
         models, fast = _level_models(level, cmap, alphabet, cum, cum_at, bucket_at, shift)
+        if gaps:
+            gap_args = (models, edges, twoebs[k], single, verbatim, used, flag_context + 3 * level,
+                        state, words, cmap, alphabet, cum, cum_at, bucket, bucket_at, shift)
+            if resid is None or k > last:
+                status, used = pass_decode_gaps(recon, None, base, grid, off, w, None, *gap_args)
+            elif gains[k] == 0.0:
+                status, used = pass_decode_gaps(recon, resid, base, grid, off, w, None, *gap_args)
+            else:
+                status, used = pass_decode_gaps(recon, resid, base, grid, off, w, gains[k],
+                                                *gap_args)
+            if status != rans.OK:
+                return status, used
+            continue
         # pass_decode compiled with and without its code-0 check, called directly (a wrapper
         # taking both measured 3 % slower per 32^3 chunk: its arrays' reference counting)
         if resid is None or k > last:
@@ -704,12 +867,13 @@ def volume_decode(recon, qmag, resid, known, first, twoeb, head, offs, ws, gains
 
 @numba.njit(cache=True)
 def chunk_decode(codes, octave, cmap, out, qmag, resid, kinds, taps, gains, gain_unit, head, offs,
-                 twoebs, edges, single, twoeb, verbatim, run_bits, flag_context):
+                 twoebs, edges, single, twoeb, verbatim, run_bits, flag_context, gaps):
     """The volumes out (variables, z, y, x) of a format v3 or later chunk predicted by interpolation
     alone, in one compiled call: its CODES section opened (codes: the bytes, octave: the table
     kind, cmap: the context map), then per volume the passes' weights (kinds, taps: one per
     pass of the chunk) and feedback gains (int8 / gain_unit) and `volume_decode`.  qmag and
-    resid (None: no feedback; any contents) are work arrays of a volume's size.  Returns
+    resid (None: no feedback; any contents) are work arrays of a volume's size.  gaps: the
+    codes come in zero gaps (format v5, `pass_decode_gaps`).  Returns
     (stage, status, verbatim values used) as `entropy.check` takes them."""
     status, alphabet, words, state, cum, cum_at, bucket, bucket_at, shift = entropy.open_section(
         codes, octave)
@@ -717,8 +881,8 @@ def chunk_decode(codes, octave, cmap, out, qmag, resid, kinds, taps, gains, gain
         return entropy.OPENING, status, 0
     args = (cmap, out, resid, kinds, taps, gains, gain_unit, head, offs, twoebs, edges, single,
             twoeb, verbatim, run_bits, flag_context, alphabet, words, state, cum, cum_at, bucket,
-            bucket_at, shift)
-    if magnitude_free(cmap, flag_context):
+            bucket_at, shift, gaps)
+    if gaps or magnitude_free(cmap, flag_context):
         return _chunk_decode(None, *args)
     return _chunk_decode(qmag, *args)
 
@@ -741,7 +905,7 @@ def magnitude_free(cmap, flag_context):
 @numba.njit(cache=True)
 def _chunk_decode(qmag, cmap, out, resid, kinds, taps, gains, gain_unit, head, offs, twoebs,
                   edges, single, twoeb, verbatim, run_bits, flag_context, alphabet, words, state,
-                  cum, cum_at, bucket, bucket_at, shift):
+                  cum, cum_at, bucket, bucket_at, shift, gaps):
     """`chunk_decode` once the section is open; qmag None: see `magnitude_free`."""
     used = 0
     n = head.shape[0]
@@ -753,7 +917,7 @@ def _chunk_decode(qmag, cmap, out, resid, kinds, taps, gains, gain_unit, head, o
         status, used = volume_decode(out[v].reshape(-1), qmag, resid, None, True, twoeb, head, offs,
                                      ws, gains[k:k + n] / gain_unit, twoebs, edges, single,
                                      verbatim, used, run_bits, flag_context, state, words, cmap,
-                                     alphabet, cum, cum_at, bucket, bucket_at, shift)
+                                     alphabet, cum, cum_at, bucket, bucket_at, shift, gaps)
         if status != rans.OK:
             return entropy.DECODING, status, used
     return entropy.ENDING, int(not rans.finished(state, words)), used

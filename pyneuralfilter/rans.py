@@ -30,7 +30,7 @@ _MAX_BUCKET_BITS = 12
 _u = numba.uint64                          # unsigned indices: no negative-index wraparound code
 
 # decode status; the compiled decoders that call `step` add their own checks' outcomes
-OK, EXHAUSTED, NO_TABLE, VERBATIM_SHORT, BAD_FLAG = range(5)
+OK, EXHAUSTED, NO_TABLE, VERBATIM_SHORT, BAD_FLAG, BAD_GAP = range(6)
 
 
 @numba.njit(cache=True)

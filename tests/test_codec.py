@@ -343,16 +343,17 @@ def test_decoder_reproduces_the_encoder_without_fallback(field, n, kw):
     assert np.abs(nf.decode(data).astype(np.float64) - x).max() <= eb
 
 
-@pytest.mark.parametrize("context_set", range(4))
+@pytest.mark.parametrize("context_set", range(5))
 @pytest.mark.parametrize("field, rel", [("bssn_chi", 1e-3), ("grayscott_u", 1e-3)])
 def test_every_context_set_decodes_as_the_stepwise_decoder(context_set, field, rel, monkeypatch):
-    """The compiled decoder tracks code magnitudes only for the one context set that uses
-    them; with every set it returns what the step-by-step decoder (which always tracks them)
-    does, on chunks with runs of zero codes (bssn_chi) and with residual feedback (Gray-Scott)."""
+    """The compiled decoder tracks code magnitudes only for the context sets that use them;
+    with every set it returns what the step-by-step decoder (which always tracks them) does,
+    on chunks with runs of zero codes (bssn_chi) and with residual feedback (Gray-Scott)."""
     from pyneuralfilter import codec, container, entropy
     original = entropy.Encoder
-    monkeypatch.setattr(entropy, "Encoder", lambda maps, choices=None: original(
+    monkeypatch.setattr(entropy, "Encoder", lambda maps, choices=None, gaps=False: original(
         maps, [context_set] if len(maps) == len(codec.CONTEXT_SETS) else choices))
+    monkeypatch.setattr(codec._Streams, "codes", lambda self, targets: self.coder.finish())
     x = datagen.field(field, 24, seed=1, **({"steps": 200} if field == "grayscott_u" else {}))
     data = nf.encode(x, rel=rel, predictor="interp")
     chunk = container.unpack(data)
@@ -371,5 +372,56 @@ def test_context_model_off_codes_with_one_table():
     from pyneuralfilter import codec, container
     data = nf.encode(datagen.field("bssn_chi", 24, seed=1), rel=1e-3, predictor="interp",
                      context_model=False)
-    index = container.unpack(data).sections[codec.CODES][0] & 0x7F
+    index = container.unpack(data).sections[codec.CODES][0] & 0x3F
     assert not codec.CONTEXT_SETS[index].any()              # every context maps to table 0
+
+
+def _gap_coded(data):
+    from pyneuralfilter import codec, container, entropy
+    return bool(container.unpack(data).sections[codec.CODES][0] & entropy.GAPS)
+
+
+@pytest.fixture
+def zero_gaps(monkeypatch):
+    """Every chunk without SWAE blocks coded in zero gaps, whatever they cost."""
+    from pyneuralfilter import codec
+    monkeypatch.setattr(codec._Streams, "codes", lambda self, targets: (
+        self.coder.finish() if self.gap_coder is None else self.gap_coder.finish()))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(array=arrays(), bound=bounds)
+def test_bound_holds_in_zero_gaps(zero_gaps, array, bound):
+    """Zero gaps (format v5) keep the contract on any data: the bound, NaN/Inf, the size."""
+    data = nf.encode(array, **bound)
+    assert len(data) <= array.nbytes + HEADER_ALLOWANCE
+    assert_within_bound(array, nf.decode(data), absolute_bound(array, **bound))
+
+
+@pytest.mark.parametrize("field, n, kw", [
+    ("lognormal_rho", 32, dict(rel=1e-2)),                             # sparse codes
+    ("lognormal_rho", 17, dict(rel=1e-5)),                             # escapes, octave tables
+    ("grayscott_u", 24, dict(rel=1e-3)),                               # feedback, dense codes
+    ("bssn_chi", 40, dict(rel=1e-4)),                                  # long gaps (> 256)
+])
+def test_zero_gaps_decode_as_the_encoder_decoded(zero_gaps, field, n, kw):
+    """Chunks coded in zero gaps decode without the write-time fallback, within the bound, as
+    float32 and float64 and as a 4D array of two volumes."""
+    import warnings
+    x = datagen.field(field, n, seed=1, **({"steps": 200} if field.startswith("gray") else {}))
+    for a in (x, x.astype(np.float64), np.stack([x, x[::-1]])):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            data = nf.encode(a, predictor="interp", **kw)
+        assert _gap_coded(data)
+        eb = nf.chunk_info(data)["abs_bound"]
+        assert np.abs(nf.decode(data).astype(np.float64) - a).max() <= eb
+
+
+def test_zero_gaps_chosen_where_they_pay():
+    """The encoder codes in zero gaps where codes are sparse but spread over every run of 64
+    (log-normal density at 3e-2 of this chunk's range), in run flags where codes are dense
+    (the same at 1e-3: a gap symbol and a code for most values)."""
+    density = datagen.field("lognormal_rho", 32, seed=1)
+    assert _gap_coded(nf.encode(density, rel=3e-2))
+    assert not _gap_coded(nf.encode(density, rel=1e-3))

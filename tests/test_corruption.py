@@ -161,10 +161,11 @@ def test_mutated_sections_with_valid_checksum_never_decode_to_other_values():
     sources = [nf.encode(datagen.field("grayscott_u", 24, seed=1, steps=200), rel=1e-3,
                          predictor="interp"),
                nf.encode(datagen.field("kolmo_u", 16, seed=1), rel=1e-4),
-               nf.encode(datagen.field("bssn_chi", 15, seed=1), rel=1e-3, predictor="swae")]
+               nf.encode(datagen.field("bssn_chi", 15, seed=1), rel=1e-3, predictor="swae"),
+               nf.encode(datagen.field("lognormal_rho", 32, seed=1), rel=3e-2)]  # zero gaps
     reference = [nf.decode(data) for data in sources]
-    for trial in range(300):
-        chunk = container.unpack(sources[trial % 3])
+    for trial in range(400):
+        chunk = container.unpack(sources[trial % len(sources)])
         tag = list(chunk.sections)[rng.integers(len(chunk.sections))]
         data = bytearray(chunk.sections[tag])
         how = rng.integers(3)
@@ -179,7 +180,7 @@ def test_mutated_sections_with_valid_checksum_never_decode_to_other_values():
             out = nf.decode(chunk.pack())
         except nf.NeuralFilterError:
             continue
-        assert np.array_equal(out, reference[trial % 3], equal_nan=True), (trial, tag)
+        assert np.array_equal(out, reference[trial % len(sources)], equal_nan=True), (trial, tag)
 
 
 def test_checksums_are_zlib_crc32():
@@ -245,3 +246,42 @@ def test_context_set_newer_than_the_chunks_version():
     body[4] = 3
     with pytest.raises(nf.CorruptChunkError, match="unknown context set"):
         nf.decode(bytes(body) + struct.pack("<I", zlib.crc32(bytes(body))))
+
+
+def test_zero_gaps_in_a_chunk_older_than_version_5():
+    """Zero gaps (bit 6 of the code section's first byte) came with format version 5: a
+    version 4 chunk with that bit set is damaged, not read as gaps."""
+    import struct, zlib
+    from pyneuralfilter import codec, datagen, entropy
+    data = nf.encode(datagen.field("lognormal_rho", 32, seed=1), rel=3e-2)
+    assert container.unpack(data).sections[codec.CODES][0] & entropy.GAPS   # the path under test
+    body = bytearray(data[:-4])
+    body[4] = 4
+    with pytest.raises(nf.CorruptChunkError, match="unknown context set"):
+        nf.decode(bytes(body) + struct.pack("<I", zlib.crc32(bytes(body))))
+
+
+def test_damaged_zero_gaps_are_named():
+    """Gap symbols that run past their pass, or codes cut short, fail with a clear error."""
+    from pyneuralfilter import codec, datagen, entropy
+    chunk = container.unpack(nf.encode(datagen.field("lognormal_rho", 32, seed=1), rel=3e-2))
+    codes = chunk.sections[codec.CODES]
+    assert codes[0] & entropy.GAPS
+    for damaged in (codes[:-8], codes[:-4] + bytes(4), codes[:40] + bytes(len(codes) - 40)):
+        chunk.sections[codec.CODES] = damaged
+        with pytest.raises(nf.CorruptChunkError, match="entropy-coded|verbatim|digest"):
+            nf.decode(chunk.pack())
+
+
+def test_chunk_its_reader_refuses_is_stored_losslessly(monkeypatch):
+    """Should the encoder ever write a chunk its own reader refuses (an error, not other
+    values), the write still succeeds: losslessly, with the self-check's warning."""
+    from pyneuralfilter import codec
+    def refuse(chunk, out):
+        raise nf.CorruptChunkError("refused")
+    monkeypatch.setattr(codec, "_decode_values", refuse)
+    with pytest.warns(RuntimeWarning, match="stored losslessly"):
+        data = nf.encode(A, rel=1e-3)
+    monkeypatch.undo()
+    assert nf.chunk_info(data)["mode"] in ("raw", "zstd")
+    assert np.array_equal(nf.decode(data), A)

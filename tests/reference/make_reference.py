@@ -56,6 +56,8 @@ def cases():
     yield "v4_grayscott24_gradient_set_feedback_rel1e-2", \
         datagen.field("grayscott_u", 24, seed=1, steps=200), dict(rel=1e-2, predictor="interp")
     yield "v4_chi24_full_set_rel1e-4", datagen.field("bssn_chi", 24, seed=1), dict(rel=1e-4)
+    # format v5: zero gaps (sparse codes spread over every run of 64)
+    yield "v5_lognormal32_gaps_rel3e-2", datagen.field("lognormal_rho", 32, seed=1), dict(rel=3e-2)
 
 
 def check_bound(array, decoded, eb):
