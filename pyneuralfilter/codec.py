@@ -62,9 +62,10 @@ GAP_SYMBOL_WEIGHT = 3          # zero gaps (format v5): the decoding time of a c
                                # as targets + symbols in run flags, targets + 3 x symbols in gaps
                                # (measured on 32^3 chunks: a gap-coded symbol costs 2.6-3.8 times
                                # a run-coded one), and gaps are kept where they save at least
-GAP_BYTES_FACTOR = 2           # twice as much of that time as they add bytes (log-normal at 1e-2:
-                               # 1.3-1.6x faster decoding for 5-9 % more bytes; nearly empty
-                               # BSSN chunks: level, for 10-20 % more bytes: runs kept)
+GAP_BYTES_FACTOR = 3           # 3x as much of that time as they add bytes (log-normal at 1e-2 in
+                               # 32^3 chunks: 1.3-1.4x faster decoding for 5-7 % more bytes; BSSN
+                               # chunks: up to 1.0x, for 3-20 % more bytes; at a factor of 2, 64^3
+                               # BSSN chunks at 1e-4 took gaps for 4-6 % more bytes)
 PREDICTORS = ("auto", "interp", "swae")
 LORENZO_TRIAL = 1.25           # Lorenzo is entropy coded only when its estimated cost is below
                                # this x interpolation's (measured: it wins only below ~1.05x)
@@ -332,7 +333,8 @@ class _Streams:
         if self.gap_coder is None:
             return runs
         gaps = self.gap_coder.finish()
-        faster = (targets + self.coder.symbols) / (targets + GAP_SYMBOL_WEIGHT * self.gap_coder.symbols)
+        faster = ((targets + self.coder.symbols)
+                  / (targets + GAP_SYMBOL_WEIGHT * self.gap_coder.symbols))
         return gaps if faster - 1 > GAP_BYTES_FACTOR * (len(gaps) / len(runs) - 1) else runs
 
 
@@ -628,7 +630,8 @@ def _encode_values(array, values, free, eb, context_model, net=None, picks=None,
         _interpolate(x, fr, eb, dtype, st, recon, qmag, resid, known, cost)
         if costs is not None:
             costs.append(cost)
-    sections = {CODES: st.codes(values.size), KINDS: np.packbits(np.array(st.kinds, bool)).tobytes()}
+    sections = {CODES: st.codes(values.size),
+                KINDS: np.packbits(np.array(st.kinds, bool)).tobytes()}
     for tag, values, default in ((TAPS, st.taps, CUBIC_TAP), (FEEDBACK, st.gains, 0)):
         if any(v != default for v in values):
             sections[tag] = _pack_pass_values(values, default)
