@@ -58,14 +58,20 @@ CONTEXT_SETS = tuple(np.asarray(m, np.uint8) for m in (
     np.r_[np.arange(36) // 12 * 4 + np.arange(36) % 4, 12, 13 + np.arange(9)]))
 ONE_TABLE = 2                  # the single-context set: what context_model=False codes with
 GAP_SETS = (1, 2, 3, 4)        # the sets zero gaps may use: free of code magnitudes
-GAP_SYMBOL_WEIGHT = 3          # zero gaps (format v5): the decoding time of a chunk is modelled
-                               # as targets + symbols in run flags, targets + 3 x symbols in gaps
-                               # (measured on 32^3 chunks: a gap-coded symbol costs 2.6-3.8 times
-                               # a run-coded one), and gaps are kept where they save at least
-GAP_BYTES_FACTOR = 3           # 3x as much of that time as they add bytes (log-normal at 1e-2 in
-                               # 32^3 chunks: 1.3-1.4x faster decoding for 5-7 % more bytes; BSSN
-                               # chunks: up to 1.0x, for 3-20 % more bytes; at a factor of 2, 64^3
-                               # BSSN chunks at 1e-4 took gaps for 4-6 % more bytes)
+# Zero gaps (format v5) trade bytes for decoding speed.  A chunk's decoding time is modelled
+# (least squares over 56 chunks of six fields at 32^3 and 64^3, both codings, AMD EPYC; 16 %
+# rms error for gaps, 23 % for run flags) as 19 us + per target 3.8 ns + 6.2 ns per symbol in
+# run flags, and 19 us + per target 1.6 ns + 13.1 ns per symbol + 55 ns per row of targets in
+# gaps (the old one-term model missed the rows, and so the speed of large chunks: it predicted
+# 1.04-1.39x where 64^3 log-normal chunks at 1e-2 measured 1.38-1.95x).
+DECODE_NS = (19e3, 3.8, 6.2)            # per call, per target, per symbol in run flags
+GAP_DECODE_NS = (19e3, 1.6, 13.1, 55.0)  # per call, per target, per symbol, per row in gaps
+GAP_MIN_DENSITY = 0.75         # gaps are tried only where run flags leave this many symbols per
+                               # target to decode (measured 7.5-20 ns per target there, 3.3-9.5
+                               # below it: those chunks decode fast already; BSSN at 1e-4 in 64^3
+                               # chunks, 0.30-0.56, would be 1.3-1.7x faster in gaps for 6-18 %
+                               # more bytes, more than its ratio margin over SZ3)
+GAP_BYTES_FACTOR = 3           # and kept where the modelled time saved is 3x the bytes added
 PREDICTORS = ("auto", "interp", "swae")
 LORENZO_TRIAL = 1.25           # Lorenzo is entropy coded only when its estimated cost is below
                                # this x interpolation's (measured: it wins only below ~1.05x)
@@ -319,6 +325,7 @@ class _Streams:
                                           gaps=True) if gaps else None)
         self.verbatim, self.kinds, self.taps, self.gains = [], [], [], []
         self.cost = 0.0                     # estimated bits (`_cost`) of the codes so far
+        self.rows = 0                       # rows of targets in the passes so far
 
     def add(self, contexts, q, escaped):
         """Codes outside the passes (point 0, SWAE residuals): the same in either stream."""
@@ -327,14 +334,17 @@ class _Streams:
                 coder.add(contexts, q, escaped)
 
     def codes(self, targets):
-        """The CODES section of a chunk of `targets` values: run flags, or zero gaps where they
-        pay (GAP_SYMBOL_WEIGHT, GAP_BYTES_FACTOR)."""
+        """The CODES section of a chunk of `targets` values: run flags, or zero gaps where the
+        chunk is dense enough (GAP_MIN_DENSITY) and they pay (GAP_BYTES_FACTOR)."""
         runs = self.coder.finish()
-        if self.gap_coder is None:
+        if self.gap_coder is None or self.coder.symbols < GAP_MIN_DENSITY * targets:
             return runs
         gaps = self.gap_coder.finish()
-        faster = ((targets + self.coder.symbols)
-                  / (targets + GAP_SYMBOL_WEIGHT * self.gap_coder.symbols))
+        call, target, symbol = DECODE_NS
+        time_runs = call + target * targets + symbol * self.coder.symbols
+        call, target, symbol, row = GAP_DECODE_NS
+        time_gaps = call + target * targets + symbol * self.gap_coder.symbols + row * self.rows
+        faster = time_runs / time_gaps
         return gaps if faster - 1 > GAP_BYTES_FACTOR * (len(gaps) / len(runs) - 1) else runs
 
 
@@ -368,6 +378,7 @@ def _interpolate(x, fr, eb, dtype, st, recon, qmag, resid, known, cost=None):
         if st.gap_coder is not None:
             st.gap_coder.add(*_gap_stream(ctx, q, esc, FLAG_CONTEXT + 3 * p.level,
                                           interpolation.GAP_MAX))
+            st.rows += q.size // geometry[2][2]
         interpolation.pass_scatter(recon.reshape(-1), *geometry, r)
         interpolation.pass_scatter(qmag.reshape(-1), *geometry, _magnitude(q, esc))
         interpolation.pass_scatter(resid.reshape(-1), *geometry, q * (2.0 * level_bound(eb, p)))
