@@ -59,19 +59,19 @@ CONTEXT_SETS = tuple(np.asarray(m, np.uint8) for m in (
 ONE_TABLE = 2                  # the single-context set: what context_model=False codes with
 GAP_SETS = (1, 2, 3, 4)        # the sets zero gaps may use: free of code magnitudes
 # Zero gaps (format v5) trade bytes for decoding speed.  A chunk's decoding time is modelled
-# (least squares over 56 chunks of six fields at 32^3 and 64^3, both codings, AMD EPYC; 16 %
-# rms error for gaps, 23 % for run flags) as 19 us + per target 3.8 ns + 6.2 ns per symbol in
-# run flags, and 19 us + per target 1.6 ns + 13.1 ns per symbol + 55 ns per row of targets in
-# gaps (the old one-term model missed the rows, and so the speed of large chunks: it predicted
+# (least squares over 73 chunks of six fields, 32^3 and 64^3, both codings, AMD EPYC; 16 % rms
+# error for gaps, 22 % for run flags) as 13 us + 4.0 ns per target + 5.8 ns per symbol in run
+# flags, and 13 us + 1.8 ns per target + 12.7 ns per symbol + 43 ns per row of targets in gaps
+# (a model of symbols alone missed the rows, and so the speed of large chunks: it predicted
 # 1.04-1.39x where 64^3 log-normal chunks at 1e-2 measured 1.38-1.95x).
-DECODE_NS = (19e3, 3.8, 6.2)            # per call, per target, per symbol in run flags
-GAP_DECODE_NS = (19e3, 1.6, 13.1, 55.0)  # per call, per target, per symbol, per row in gaps
-GAP_MIN_DENSITY = 0.75         # gaps are tried only where run flags leave this many symbols per
-                               # target to decode (measured 7.5-20 ns per target there, 3.3-9.5
-                               # below it: those chunks decode fast already; BSSN at 1e-4 in 64^3
-                               # chunks, 0.30-0.56, would be 1.3-1.7x faster in gaps for 6-18 %
-                               # more bytes, more than its ratio margin over SZ3)
-GAP_BYTES_FACTOR = 3           # and kept where the modelled time saved is 3x the bytes added
+DECODE_NS = (13e3, 4.0, 5.8)            # per call, per target, per symbol in run flags
+GAP_DECODE_NS = (13e3, 1.8, 12.7, 43.0)  # per call, per target, per symbol, per row in gaps
+GAP_BYTES_FACTOR = 3           # gaps are kept where the modelled time saved is 3x the bytes added
+GAP_MIN_DENSITY = 0.75         # and, where they add bytes, only if run flags leave this many
+                               # symbols per target to decode (measured 7.5-20 ns per target
+                               # there, 3.3-11 below it: those decode fast already; BSSN chi at
+                               # 1e-4 in 64^3 chunks, 0.30-0.56, would be 1.3-1.7x faster in gaps
+                               # for 6-18 % more bytes, more than its ratio margin over SZ3)
 PREDICTORS = ("auto", "interp", "swae")
 LORENZO_TRIAL = 1.25           # Lorenzo is entropy coded only when its estimated cost is below
                                # this x interpolation's (measured: it wins only below ~1.05x)
@@ -334,18 +334,20 @@ class _Streams:
                 coder.add(contexts, q, escaped)
 
     def codes(self, targets):
-        """The CODES section of a chunk of `targets` values: run flags, or zero gaps where the
-        chunk is dense enough (GAP_MIN_DENSITY) and they pay (GAP_BYTES_FACTOR)."""
+        """The CODES section of a chunk of `targets` values: run flags, or zero gaps where they
+        pay (GAP_BYTES_FACTOR, GAP_MIN_DENSITY)."""
         runs = self.coder.finish()
-        if self.gap_coder is None or self.coder.symbols < GAP_MIN_DENSITY * targets:
+        if self.gap_coder is None:
             return runs
         gaps = self.gap_coder.finish()
+        added = len(gaps) / len(runs) - 1
+        if added > 0 and self.coder.symbols < GAP_MIN_DENSITY * targets:
+            return runs
         call, target, symbol = DECODE_NS
         time_runs = call + target * targets + symbol * self.coder.symbols
         call, target, symbol, row = GAP_DECODE_NS
         time_gaps = call + target * targets + symbol * self.gap_coder.symbols + row * self.rows
-        faster = time_runs / time_gaps
-        return gaps if faster - 1 > GAP_BYTES_FACTOR * (len(gaps) / len(runs) - 1) else runs
+        return gaps if time_runs / time_gaps - 1 > GAP_BYTES_FACTOR * added else runs
 
 
 def _interpolate(x, fr, eb, dtype, st, recon, qmag, resid, known, cost=None):
