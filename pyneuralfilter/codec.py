@@ -380,7 +380,7 @@ def _interpolate(x, fr, eb, dtype, st, recon, qmag, resid, known, cost=None):
         if st.gap_coder is not None:
             st.gap_coder.add(*_gap_stream(ctx, q, esc, FLAG_CONTEXT + 3 * p.level,
                                           interpolation.GAP_MAX))
-            st.rows += q.size // geometry[2][2]
+            st.rows += int(geometry[2][0] * geometry[2][1])     # the pass's rows
         interpolation.pass_scatter(recon.reshape(-1), *geometry, r)
         interpolation.pass_scatter(qmag.reshape(-1), *geometry, _magnitude(q, esc))
         interpolation.pass_scatter(resid.reshape(-1), *geometry, q * (2.0 * level_bound(eb, p)))
