@@ -630,7 +630,7 @@ def _encode_values(array, values, free, eb, context_model, net=None, picks=None,
         if picked:
             grid, chosen, latents, c, h, q, esc, r, xb = picked
             block_maps.append(chosen)
-            side.append(swae.pack_side(net, latents, c, h))
+            side.append((latents, c, h))
             st.add(np.full(q.shape, SWAE_CONTEXT), q, esc)
             st.verbatim.append(xb[esc])
             known = np.zeros(x.shape, bool)
@@ -650,7 +650,7 @@ def _encode_values(array, values, free, eb, context_model, net=None, picks=None,
             sections[tag] = _pack_pass_values(values, default)
     if side:
         sections[BLOCKMAP] = np.packbits(np.concatenate(block_maps)).tobytes()
-        sections[LATENTS] = b"".join(side)
+        sections[LATENTS] = swae.pack_side(net, *map(np.concatenate, zip(*side)))
     return _with_side_values(sections, array, free, st.verbatim), st.cost
 
 

@@ -119,6 +119,25 @@ def test_swae_predicted_blocks_keep_the_bound():
     assert_within_bound(a, nf.decode(data), absolute_bound(a, rel=1e-3))
 
 
+def test_swae_blocks_in_several_volumes():
+    """A 4D chunk with SWAE blocks in each of its volumes (variables or time steps) is coded,
+    not stored losslessly by the write-time check: the LATENTS section holds every volume's
+    latents, then every centre, then every half-range, as the reader takes them (an encoder
+    that wrote them volume by volume failed its own check)."""
+    import warnings
+    from pyneuralfilter import codec, container
+    x = datagen.field("bssn_chi", 20, seed=1)
+    a = np.stack([x, x[::-1]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        data = nf.encode(a, rel=1e-3, predictor="swae")
+    chunk = container.unpack(data)
+    assert nf.chunk_info(data)["mode"] == "coded" and len(data) < a.nbytes / 4
+    picked = np.unpackbits(np.frombuffer(chunk.sections[codec.BLOCKMAP], np.uint8))[:128]
+    assert picked[:64].any() and picked[64:].any()          # SWAE blocks in both volumes
+    assert_within_bound(a, nf.decode(data), absolute_bound(a, rel=1e-3))
+
+
 def test_nonfinite_reproduced_exactly():
     a = np.linspace(0, 1, 300, dtype=np.float32).reshape(3, 10, 10)
     a[0, 0, 0], a[1, 2, 3], a[2, 9, 9] = np.nan, np.inf, -np.inf
