@@ -304,8 +304,9 @@ def write_markdown(path, args, records, elapsed, neural, vers):
              "storage size, time = write + close / read_direct of an in-memory file with the "
              "chunk cache off).")
     L.append("- One thread for every compressor (OMP/OpenBLAS/MKL/numba/Blosc = 1, "
-             "torch.set_num_threads(1)); MB/s = raw MB / best of up to 3 timed runs "
-             "(decompression: up to 7, within 0.3 s, every compressor of a configuration timed "
+             f"torch.set_num_threads(1)); MB/s = raw MB / best of up to {peers.MAX_REPS} timed runs "
+             f"(decompression: up to {peers.DEC_REPS}, within {peers.MIN_TIME:g} s, every "
+             "compressor of a configuration timed "
              "in the same rounds, in turn, so that the machine's slowdowns hit them alike). "
              "×SZ3f = throughput relative to the SZ3 HDF5 filter in the same configuration. "
              "Absolute speeds are noisy; compare within a run.")
