@@ -125,16 +125,17 @@ def test_swae_blocks_in_several_volumes():
     latents, then every centre, then every half-range, as the reader takes them (an encoder
     that wrote them volume by volume failed its own check)."""
     import warnings
-    from pyneuralfilter import codec, container
+    from pyneuralfilter import codec, container, swae
     x = datagen.field("bssn_chi", 20, seed=1)
     a = np.stack([x, x[::-1]])
+    n = int(np.prod(swae.block_grid(x.shape)))                # blocks per volume
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         data = nf.encode(a, rel=1e-3, predictor="swae")
     chunk = container.unpack(data)
     assert nf.chunk_info(data)["mode"] == "coded" and len(data) < a.nbytes / 4
-    picked = np.unpackbits(np.frombuffer(chunk.sections[codec.BLOCKMAP], np.uint8))[:128]
-    assert picked[:64].any() and picked[64:].any()          # SWAE blocks in both volumes
+    picked = np.unpackbits(np.frombuffer(chunk.sections[codec.BLOCKMAP], np.uint8))[:2 * n]
+    assert picked[:n].any() and picked[n:].any()            # SWAE blocks in both volumes
     assert_within_bound(a, nf.decode(data), absolute_bound(a, rel=1e-3))
 
 
