@@ -468,8 +468,11 @@ NZ_BITS = 4                    # `pass_decode` flags each block of 2^NZ_BITS cod
 def _busiest(qmag, known, base, grid, off, run_bits, nz):
     """Largest neighbour-magnitude term of each run of 2^run_bits targets.  Where no points
     are known, nz flags every block of 2^NZ_BITS elements of qmag that may hold a nonzero:
-    a stretch whose neighbours all lie in clear blocks adds 0 without reading them."""
+    a stretch whose neighbours all lie in clear blocks adds 0 without reading them.  qmag
+    None (`magnitude_free`): all 0."""
     out = np.zeros(((pass_size(known, base, grid, off) - 1) >> run_bits) + 1, np.int64)
+    if qmag is None:
+        return out
     mask = (1 << run_bits) - 1
     omin, omax = min(off[1].min(), off[2].min()), max(off[1].max(), off[2].max())
     i = 0
@@ -516,10 +519,18 @@ def _clear(nz, f, n, step, omin, omax, size):
     return True
 
 
-@numba.njit(cache=True)
+# The per-pass decoders run without numba's reference counting: inlined into their loops, every
+# helper given an array would take and drop a reference to it, an atomic increment and decrement
+# per array per call (perf, with numba's functions mapped: a quarter of a 32^3 log-normal decode
+# at 1e-2 was in NRT_incref and NRT_decref).  Their work arrays come from `volume_decode`;
+# numba refuses to compile an allocation in them.
+NO_NRT = dict(cache=True, _nrt=False)
+
+
+@numba.njit(**NO_NRT)
 def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, models, edges, twoeb, single,
-                verbatim, used, run_bits, flag_context, nz, state, words, cmap, alphabet, cum,
-                cum_at, bucket, bucket_at, shift, zero_first):
+                verbatim, used, run_bits, flag_context, nz, busiest, row_buf, state, words, cmap,
+                alphabet, cum, cum_at, bucket, bucket_at, shift, zero_first):
     """Entropy-decode and restore a pass (format v3) in one loop over its targets, in runs of
     2^run_bits targets: at the start of a run its flag (context flag_context + the run's
     largest neighbour-magnitude term), then, if it is set, each target's code with its context
@@ -527,13 +538,10 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, models, edg
     Restores as `pass_restore` does; state is the rANS state, updated.  zero_first (None or
     True; compiled apart): try code 0 first in the contexts where it is likely.  qmag None:
     the context map ignores code magnitudes (`magnitude_free`), which are then not kept.
-    Returns (status, next unused verbatim value)."""
-    busiest = (np.zeros(((pass_size(known, base, grid, off) - 1) >> run_bits) + 1, np.int64)
-               if qmag is None else _busiest(qmag, known, base, grid, off, run_bits, nz))
+    busiest: each run's largest neighbour-magnitude term (`_busiest`); row_buf: at least (3, 2^run_bits + 3) floats.  Returns (status, next unused verbatim value)."""
     lo, hi = _interior(off, w)
     inner = _taps(off, w, lo)
     buffered = grid[6] == 2 and _row_taps(inner[0], grid[5])
-    row_buf = np.empty((3, (1 << run_bits) + 3))
     edge = (edges[0], edges[1], edges[2])              # in registers
     x, y, pos = state[0], state[1], np.int64(state[2])
     mask = (1 << run_bits) - 1
@@ -639,24 +647,22 @@ GAP_MAX = 256                  # (format v5) a gap symbol g < GAP_MAX: g codes 0
                                # the escape symbol: the rest of the pass's codes are 0
 
 
-@numba.njit(cache=True)
+@numba.njit(**NO_NRT)
 def pass_decode_gaps(recon, resid, base, grid, off, w, gain, models, edges, twoeb, single,
-                     verbatim, used, gap_context, state, words, cmap, alphabet, cum, cum_at,
-                     bucket, bucket_at, shift):
+                     verbatim, used, gap_context, row_buf, codes, escaped, state, words, cmap,
+                     alphabet, cum, cum_at, bucket, bucket_at, shift):
     """`pass_decode` for a chunk coded in zero gaps (format v5; no known points, a context map
     free of code magnitudes): at the pass's start and after each non-zero code, a gap symbol
     (context gap_context + the gradient bucket of the next target, capped at 2; see GAP_MAX)
     says how many targets have code 0 before the next non-zero one, whose code follows in its
     context.  As contexts depend on earlier passes only, each row's codes are decoded first
-    and the row is then restored in one go, without a branch per target."""
+    and the row is then restored in one go, without a branch per target.  Work arrays, at least
+    a row long: row_buf (3 rows of row length + 3 floats), codes (zeros; left zero), escaped."""
     lo, hi = _interior(off, w)
     inner = _taps(off, w, lo)
     along = grid[6] == 2
     buffered = along and _row_taps(inner[0], grid[5])
     length = grid[2]
-    row_buf = np.empty((3, length + 3))
-    codes = np.zeros(length, np.int64)          # the row's codes (0 where escaped)
-    escaped = np.empty(length, np.int64)        # where the row's escaped targets are
     edge = (edges[0], edges[1], edges[2])       # in registers
     x, y, pos = state[0], state[1], np.int64(state[2])
     zeros, due, rest = 0, False, False  # codes 0 to skip, then a non-zero one / all the rest
@@ -730,7 +736,7 @@ def pass_decode_gaps(recon, resid, base, grid, off, w, gain, models, edges, twoe
                     resid[g] = 0.0
                 used += 1
             if busy:
-                codes[:] = 0
+                codes[:length] = 0
     if zeros or due:                                            # gaps past the pass's end
         return rans.BAD_GAP, used
     if pos > words.size:
@@ -815,6 +821,10 @@ def volume_decode(recon, qmag, resid, known, first, twoeb, head, offs, ws, gains
     nz = np.zeros((recon.size >> NZ_BITS) + 1, np.uint8)  # see `_busiest`
     if qmag is not None:
         nz[0] = qmag[0] != 0
+    longest = max(head[:, 3].max(), 1 << run_bits) if head.shape[0] else 1  # (see NO_NRT)
+    row_buf = np.empty((3, longest + 3))        # a row's or run's neighbours (`_restore_row`)
+    codes = np.zeros(longest, np.int64)         # a row's codes (0 where escaped; back to 0 after)
+    escaped = np.empty(longest, np.int64)       # where the row's escaped targets are
     last = -1                                           # the last pass with feedback: the
     if resid is not None:                               # passes after it neither read coded
         for k in range(head.shape[0]):                  # residuals nor need to keep them
@@ -825,12 +835,11 @@ def volume_decode(recon, qmag, resid, known, first, twoeb, head, offs, ws, gains
         count = offs.size if k + 1 == head.shape[0] else head[k + 1, 8]
         off = offs[at:count].reshape((4, (count - at) // 4))
         w = ws[at:count].reshape((4, (count - at) // 4))
-        args = (edges, twoebs[k], single, verbatim, used, run_bits, flag_context + 3 * level,
-                nz, state, words, cmap, alphabet, cum, cum_at, bucket, bucket_at, shift)
         models, fast = _level_models(level, cmap, alphabet, cum, cum_at, bucket_at, shift)
         if gaps:
             gap_args = (models, edges, twoebs[k], single, verbatim, used, flag_context + 3 * level,
-                        state, words, cmap, alphabet, cum, cum_at, bucket, bucket_at, shift)
+                        row_buf, codes, escaped, state, words, cmap, alphabet, cum, cum_at,
+                        bucket, bucket_at, shift)
             if resid is None or k > last:
                 status, used = pass_decode_gaps(recon, None, base, grid, off, w, None, *gap_args)
             elif gains[k] == 0.0:
@@ -841,6 +850,9 @@ def volume_decode(recon, qmag, resid, known, first, twoeb, head, offs, ws, gains
             if status != rans.OK:
                 return status, used
             continue
+        args = (edges, twoebs[k], single, verbatim, used, run_bits, flag_context + 3 * level,
+                nz, _busiest(qmag, known, base, grid, off, run_bits, nz), row_buf, state, words, cmap, alphabet, cum, cum_at, bucket,
+                bucket_at, shift)
         # pass_decode compiled with and without its code-0 check, called directly (a wrapper
         # taking both measured 3 % slower per 32^3 chunk: its arrays' reference counting)
         if resid is None or k > last:

@@ -220,7 +220,7 @@ def encode(symbols, contexts, cum, cum_at, bucket, bucket_at, shift):
     return out[w:]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, _nrt=False)    # no reference counting: see interpolation.NO_NRT
 def step(x, y, c, cum, cum_at, bucket, bucket_at, shift):
     """Decode one symbol of context c (which must have a model: cum_at[c] >= 0) from state x,
     y being the other state: (symbol, y, the new x), so that the states alternate.  The new x

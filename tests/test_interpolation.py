@@ -194,11 +194,14 @@ def test_code_zero_first_decodes_the_same(field, rel, chosen):
                 end = offs.size if k + 1 == len(head) else head[k + 1, 8]
                 models, _ = I._level_models(level, cmap, alphabet, cum, cum_at, bucket_at, shift)
                 gain = None if res is None or gains[k] == 0 else gains[k]
+                grid, off = np.array(grid), offs[at:end].reshape(4, -1)
+                busiest = I._busiest(q, known, base, grid, off, run_bits, nz)
+                row_buf = np.empty((3, (1 << run_bits) + 3))
                 status, u = I.pass_decode(
-                    r, q, res, known, base, np.array(grid), offs[at:end].reshape(4, -1),
-                    ws[at:end].reshape(4, -1), gain, models, edges, twoebs[k], single, verbatim,
-                    u, run_bits, flag_context + 3 * level, nz, st, words, cmap, alphabet, cum,
-                    cum_at, bucket, bucket_at, shift, zero_first)
+                    r, q, res, known, base, grid, off, ws[at:end].reshape(4, -1), gain, models,
+                    edges, twoebs[k], single, verbatim, u, run_bits, flag_context + 3 * level, nz,
+                    busiest, row_buf, st, words, cmap, alphabet, cum, cum_at, bucket, bucket_at,
+                    shift, zero_first)
                 assert status == 0
         results.append((status, u, r, q, st))
     for status, u, r, q, st in results[1:]:
