@@ -455,22 +455,29 @@ def _same_taps(off, w, a, b):
 @numba.njit(cache=True, inline="always")
 def _stretch(known, grid, i2, i, mask):
     """How many targets from i2 on along the row (the i-th target of the pass) lie in the same
-    run of mask + 1: the stretch `_busiest` and `pass_decode` take at once (1 where some
+    run of mask + 1: the stretch `busiest_into` and `pass_decode` take at once (1 where some
     points are known: each is checked on its own)."""
     return 1 if known is not None else min(grid[2] - i2, mask + 1 - (i & mask))
 
+
+# The decoders' loops over passes and targets run without numba's reference counting: every
+# helper inlined there that is given an array would take and drop a reference to it, an atomic
+# increment and decrement per array per call (perf, with numba's functions mapped: a quarter of
+# a 32^3 log-normal decode at 1e-2 was in NRT_incref and NRT_decref).  Their work arrays come
+# from `volume_decode`; numba refuses to compile an allocation in them.
+NO_NRT = dict(cache=True, _nrt=False)
 
 ZERO_FIRST = 7 << (rans.PRECISION - 3)  # code 0 at least this likely (p >= 7/8): tried first
 NZ_BITS = 4                    # `pass_decode` flags each block of 2^NZ_BITS code magnitudes
 
 
-@numba.njit(cache=True)
-def _busiest(qmag, known, base, grid, off, run_bits, nz):
-    """Largest neighbour-magnitude term of each run of 2^run_bits targets.  Where no points
-    are known, nz flags every block of 2^NZ_BITS elements of qmag that may hold a nonzero:
-    a stretch whose neighbours all lie in clear blocks adds 0 without reading them.  qmag
-    None (`magnitude_free`): all 0."""
-    out = np.zeros(((pass_size(known, base, grid, off) - 1) >> run_bits) + 1, np.int64)
+@numba.njit(**NO_NRT)
+def busiest_into(out, qmag, known, base, grid, off, run_bits, nz):
+    """Largest neighbour-magnitude term of each run of 2^run_bits targets into out[run] (out:
+    at least one element per run; returned).  Where no points are known, nz flags every block
+    of 2^NZ_BITS elements of qmag that may hold a nonzero: a stretch whose neighbours all lie in
+    clear blocks adds 0 without reading them.  qmag None (`magnitude_free`): all 0."""
+    out[:((pass_size(known, base, grid, off) - 1) >> run_bits) + 1] = 0
     if qmag is None:
         return out
     mask = (1 << run_bits) - 1
@@ -519,13 +526,6 @@ def _clear(nz, f, n, step, omin, omax, size):
     return True
 
 
-# The per-pass decoders run without numba's reference counting: inlined into their loops, every
-# helper given an array would take and drop a reference to it, an atomic increment and decrement
-# per array per call (perf, with numba's functions mapped: a quarter of a 32^3 log-normal decode
-# at 1e-2 was in NRT_incref and NRT_decref).  Their work arrays come from `volume_decode`;
-# numba refuses to compile an allocation in them.
-NO_NRT = dict(cache=True, _nrt=False)
-
 
 @numba.njit(**NO_NRT)
 def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, models, edges, twoeb, single,
@@ -534,11 +534,12 @@ def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, models, edg
     """Entropy-decode and restore a pass (format v3) in one loop over its targets, in runs of
     2^run_bits targets: at the start of a run its flag (context flag_context + the run's
     largest neighbour-magnitude term), then, if it is set, each target's code with its context
-    (`pass_contexts`), its model a row of models (`_level_models` of the pass's level).
+    (`pass_contexts`), its model a row of models (`level_models_into` of the pass's level).
     Restores as `pass_restore` does; state is the rANS state, updated.  zero_first (None or
     True; compiled apart): try code 0 first in the contexts where it is likely.  qmag None:
     the context map ignores code magnitudes (`magnitude_free`), which are then not kept.
-    busiest: each run's largest neighbour-magnitude term (`_busiest`); row_buf: at least (3, 2^run_bits + 3) floats.  Returns (status, next unused verbatim value)."""
+    busiest: each run's largest neighbour-magnitude term (`busiest_into`); row_buf: at least
+    (3, 2^run_bits + 3) floats.  Returns (status, next unused verbatim value)."""
     lo, hi = _interior(off, w)
     inner = _taps(off, w, lo)
     buffered = grid[6] == 2 and _row_taps(inner[0], grid[5])
@@ -745,23 +746,25 @@ def pass_decode_gaps(recon, resid, base, grid, off, w, gain, models, edges, twoe
     return rans.OK, used
 
 
-@numba.njit(cache=True)
-def _level_models(level, cmap, alphabet, cum, cum_at, bucket_at, shift):
-    """The models of a level's 12 contexts as `pass_decode` takes them: cum_at, bucket_at,
-    shift, alphabet K and, where code 0 has a frequency of at least ZERO_FIRST, its slots
-    (start, frequency; else 0, 0); and whether at least half the contexts with a model have
-    them (`pass_decode`'s zero_first: where only a few contexts do, its check mispredicts on
-    the others; measured up to 13 % slower)."""
-    models = np.zeros((12, 8), np.int64)          # (8 columns: a row is c << 3)
+@numba.njit(**NO_NRT)
+def level_models_into(models, level, cmap, alphabet, cum, cum_at, bucket_at, shift):
+    """The models of a level's 12 contexts as `pass_decode` takes them, into models (12 x 8):
+    cum_at, bucket_at, shift, alphabet K and, where code 0 has a frequency of at least
+    ZERO_FIRST, its slots (start, frequency; else 0, 0).  Returns whether at least half the
+    contexts with a model have them (`pass_decode`'s zero_first: where only a few contexts do,
+    its check mispredicts on the others; measured up to 13 % slower)."""
+    tables = fast = 0
     for r in range(12):
         c = cmap[12 * level + r]
-        models[r, :4] = cum_at[c], bucket_at[c], shift[c], alphabet[c]
+        models[r, 0], models[r, 1], models[r, 2] = cum_at[c], bucket_at[c], shift[c]
+        models[r, 3], models[r, 4], models[r, 5] = alphabet[c], 0, 0
         if cum_at[c] >= 0:
+            tables += 1
             k = cum_at[c] + alphabet[c]
             if cum[k + 1] - cum[k] >= ZERO_FIRST:
                 models[r, 4], models[r, 5] = cum[k], cum[k + 1] - cum[k]
-    tables, fast = (models[:, 0] >= 0).sum(), (models[:, 5] > 0).sum()
-    return models, fast > 0 and 2 * fast >= tables
+                fast += 1
+    return fast > 0 and 2 * fast >= tables
 
 
 @functools.lru_cache(maxsize=64)
@@ -818,13 +821,26 @@ def volume_decode(recon, qmag, resid, known, first, twoeb, head, offs, ws, gains
             used += 1
         else:
             return rans.VERBATIM_SHORT, used
-    nz = np.zeros((recon.size >> NZ_BITS) + 1, np.uint8)  # see `_busiest`
+    nz = np.zeros((recon.size >> NZ_BITS) + 1, np.uint8)  # see `busiest_into`
     if qmag is not None:
         nz[0] = qmag[0] != 0
-    longest = max(head[:, 3].max(), 1 << run_bits) if head.shape[0] else 1  # (see NO_NRT)
-    row_buf = np.empty((3, longest + 3))        # a row's or run's neighbours (`_restore_row`)
-    codes = np.zeros(longest, np.int64)         # a row's codes (0 where escaped; back to 0 after)
-    escaped = np.empty(longest, np.int64)       # where the row's escaped targets are
+    longest = max(head[:, 3].max(), 1 << run_bits) if head.shape[0] else 1
+    work = (nz, np.empty((recon.size >> run_bits) + 1, np.int64),   # busiest terms of a pass
+            np.empty((12, 8), np.int64),                           # a level's models
+            np.empty((3, longest + 3)),     # a row's or run's neighbours (`_restore_row`)
+            np.zeros(longest, np.int64),    # a row's codes (0 where escaped; back to 0 after)
+            np.empty(longest, np.int64))    # where the row's escaped targets are
+    return _passes_decode(recon, qmag, resid, known, head, offs, ws, gains, twoebs, edges, single,
+                          verbatim, used, run_bits, flag_context, *work, state, words, cmap,
+                          alphabet, cum, cum_at, bucket, bucket_at, shift, gaps)
+
+
+@numba.njit(**NO_NRT)
+def _passes_decode(recon, qmag, resid, known, head, offs, ws, gains, twoebs, edges, single,
+                   verbatim, used, run_bits, flag_context, nz, busiest, models, row_buf, codes,
+                   escaped, state, words, cmap, alphabet, cum, cum_at, bucket, bucket_at, shift,
+                   gaps):
+    """`volume_decode`'s passes, given its work arrays."""
     last = -1                                           # the last pass with feedback: the
     if resid is not None:                               # passes after it neither read coded
         for k in range(head.shape[0]):                  # residuals nor need to keep them
@@ -835,7 +851,7 @@ def volume_decode(recon, qmag, resid, known, first, twoeb, head, offs, ws, gains
         count = offs.size if k + 1 == head.shape[0] else head[k + 1, 8]
         off = offs[at:count].reshape((4, (count - at) // 4))
         w = ws[at:count].reshape((4, (count - at) // 4))
-        models, fast = _level_models(level, cmap, alphabet, cum, cum_at, bucket_at, shift)
+        fast = level_models_into(models, level, cmap, alphabet, cum, cum_at, bucket_at, shift)
         if gaps:
             gap_args = (models, edges, twoebs[k], single, verbatim, used, flag_context + 3 * level,
                         row_buf, codes, escaped, state, words, cmap, alphabet, cum, cum_at,
@@ -850,9 +866,9 @@ def volume_decode(recon, qmag, resid, known, first, twoeb, head, offs, ws, gains
             if status != rans.OK:
                 return status, used
             continue
-        args = (edges, twoebs[k], single, verbatim, used, run_bits, flag_context + 3 * level,
-                nz, _busiest(qmag, known, base, grid, off, run_bits, nz), row_buf, state, words, cmap, alphabet, cum, cum_at, bucket,
-                bucket_at, shift)
+        args = (edges, twoebs[k], single, verbatim, used, run_bits, flag_context + 3 * level, nz,
+                busiest_into(busiest, qmag, known, base, grid, off, run_bits, nz), row_buf,
+                state, words, cmap, alphabet, cum, cum_at, bucket, bucket_at, shift)
         # pass_decode compiled with and without its code-0 check, called directly (a wrapper
         # taking both measured 3 % slower per 32^3 chunk: its arrays' reference counting)
         if resid is None or k > last:

@@ -122,7 +122,7 @@ def test_gradient_thresholds_equal_the_rounded_quotient(eb, scale, ulps):
        density=st.sampled_from([0.0, 0.002, 0.05, 0.5]), seed=st.integers(0, 2**16),
        run_bits=st.sampled_from([0, 3, 6]))
 def test_busiest_with_block_flags_equals_the_plain_scan(shape, density, seed, run_bits):
-    """`_busiest` skips stretches whose neighbour blocks are clear (nz) or whose run already
+    """`busiest_into` skips stretches whose neighbour blocks are clear (nz) or whose run already
     reached 2: per run it must still give max over its targets of min(qmag[t-s] + qmag[t+s], 2)."""
     rng = np.random.default_rng(seed)
     qmag = np.where(rng.random(shape) < density, rng.integers(1, 3, shape), 0).astype(np.int8)
@@ -135,8 +135,9 @@ def test_busiest_with_block_flags_equals_the_plain_scan(shape, density, seed, ru
         terms = np.minimum(lo.astype(int) + hi, 2).reshape(-1)
         step = 1 << run_bits
         expected = np.array([terms[k:k + step].max() for k in range(0, terms.size, step)])
-        got = I._busiest(flat, known, base, grid, off, run_bits, nz)
-        np.testing.assert_array_equal(got, expected)
+        got = I.busiest_into(np.empty(flat.size + 1, np.int64), flat, known, base, grid, off,
+                             run_bits, nz)
+        np.testing.assert_array_equal(got[:expected.size], expected)
 
 
 def _volume_decode_args(field, rel):
@@ -178,7 +179,8 @@ def test_code_zero_first_decodes_the_same(field, rel, chosen):
     (recon, qmag, resid, known, first, twoeb, head, offs, ws, gains, twoebs, edges, single,
      verbatim, used, run_bits, flag_context, state, words, cmap, alphabet, cum, cum_at, bucket,
      bucket_at, shift) = args = _volume_decode_args(field, rel)
-    assert any(I._level_models(level, cmap, alphabet, cum, cum_at, bucket_at, shift)[1]
+    models = np.empty((12, 8), np.int64)
+    assert any(I.level_models_into(models, level, cmap, alphabet, cum, cum_at, bucket_at, shift)
                for level in range(3)) == chosen
     results = []
     for zero_first in ("volume_decode", True, None):
@@ -192,10 +194,11 @@ def test_code_zero_first_decodes_the_same(field, rel, chosen):
             nz[0] = q[0] != 0
             for k, (base, *grid, at, level, _, _) in enumerate(head):
                 end = offs.size if k + 1 == len(head) else head[k + 1, 8]
-                models, _ = I._level_models(level, cmap, alphabet, cum, cum_at, bucket_at, shift)
+                I.level_models_into(models, level, cmap, alphabet, cum, cum_at, bucket_at, shift)
                 gain = None if res is None or gains[k] == 0 else gains[k]
                 grid, off = np.array(grid), offs[at:end].reshape(4, -1)
-                busiest = I._busiest(q, known, base, grid, off, run_bits, nz)
+                busiest = I.busiest_into(np.empty(r.size + 1, np.int64), q, known, base, grid,
+                                         off, run_bits, nz)
                 row_buf = np.empty((3, (1 << run_bits) + 3))
                 status, u = I.pass_decode(
                     r, q, res, known, base, grid, off, ws[at:end].reshape(4, -1), gain, models,
