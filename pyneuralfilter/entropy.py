@@ -69,7 +69,7 @@ class Table:
         return p
 
 
-@numba.njit(cache=True)
+@numba.njit(**rans.NO_NRT)
 def _table_probabilities(codes, K, p):
     """The weights of a `Table`'s alphabet into p (2K + 2 values)."""
     p[:] = 0.0
@@ -131,7 +131,7 @@ def _octave_probabilities(codes, K, p):
         b += 1
 
 
-@numba.njit(cache=True)
+@numba.njit(**rans.NO_NRT)
 def _octave_frequencies(codes, K, f, acc, start, count, value):
     """`rans.frequencies_into` of `_octave_probabilities(codes, K)` into f (2K + 2 values), one
     computation per run of equal probabilities (each octave and sign, the zero, the escape)
@@ -153,7 +153,7 @@ def _octave_frequencies(codes, K, f, acc, start, count, value):
             count[r] = hi - lo + 1
             start[r] = K - hi if r < B else K + lo
             value[r] = _freq(codes[2 * b + (r < B)]) / float(hi - lo + 1)
-    top = value.max()
+    top = rans.largest(value)[0]
     if top <= 0:
         return False
     for r in range(n_runs):
@@ -482,8 +482,17 @@ def _build_models(buf, octave, Ks, at):
             n_bucket += 1 << rans.bucket_bits(2 * Ks[c] + 2)
     cum, bucket = np.zeros(max(n_cum, 1), np.uint32), np.zeros(max(n_bucket, 1), np.uint16)
     n = 2 * Ks.max() + 2                                # scratch
-    p, f, acc = np.empty(n), np.empty(n, np.int64), np.zeros(rans.LIMBS, np.uint64)
-    start, count, value = np.empty(RUNS, np.int64), np.empty(RUNS, np.int64), np.empty(RUNS)
+    status = _models_into(buf, octave, Ks, at, cum, cum_at, bucket, bucket_at, shift,
+                          np.empty(n), np.empty(n, np.int64), np.zeros(rans.LIMBS, np.uint64),
+                          np.empty(RUNS, np.int64), np.empty(RUNS, np.int64), np.empty(RUNS))
+    return status, cum, cum_at, bucket, bucket_at, shift
+
+
+@numba.njit(**rans.NO_NRT)
+def _models_into(buf, octave, Ks, at, cum, cum_at, bucket, bucket_at, shift, p, f, acc, start,
+                 count, value):
+    """`_build_models` into its arrays, given scratch (p, f: the widest alphabet; acc: LIMBS
+    zeros; start, count, value: RUNS); returns the status."""
     n_cum = n_bucket = 0
     for c in range(MAX_CONTEXTS):
         K = Ks[c]
@@ -492,17 +501,17 @@ def _build_models(buf, octave, Ks, at):
         n, n_b = 2 * K + 2, 1 << rans.bucket_bits(2 * K + 2)
         if octave:
             if not _octave_frequencies(buf[at[c]:], K, f[:n], acc, start, count, value):
-                return _NO_PROBABILITY, cum, cum_at, bucket, bucket_at, shift
+                return _NO_PROBABILITY
         else:
             _table_probabilities(buf[at[c]:], K, p[:n])
-            if p[:n].max() <= 0:
-                return _NO_PROBABILITY, cum, cum_at, bucket, bucket_at, shift
+            if rans.largest(p[:n])[0] <= 0:
+                return _NO_PROBABILITY
             rans.frequencies_into(p[:n], f[:n], acc)
         shift[c] = rans.model_into(f[:n], cum[n_cum:n_cum + n + 1],
                                    bucket[n_bucket:n_bucket + n_b])
         cum_at[c], bucket_at[c] = n_cum, n_bucket
         n_cum, n_bucket = n_cum + n + 1, n_bucket + n_b
-    return 0, cum, cum_at, bucket, bucket_at, shift
+    return 0
 
 
 def _section_tables(buf, kind):

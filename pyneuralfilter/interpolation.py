@@ -460,12 +460,7 @@ def _stretch(known, grid, i2, i, mask):
     return 1 if known is not None else min(grid[2] - i2, mask + 1 - (i & mask))
 
 
-# The decoders' loops over passes and targets run without numba's reference counting: every
-# helper inlined there that is given an array would take and drop a reference to it, an atomic
-# increment and decrement per array per call (perf, with numba's functions mapped: a quarter of
-# a 32^3 log-normal decode at 1e-2 was in NRT_incref and NRT_decref).  Their work arrays come
-# from `volume_decode`; numba refuses to compile an allocation in them.
-NO_NRT = dict(cache=True, _nrt=False)
+NO_NRT = rans.NO_NRT                   # work arrays from the caller: see rans.py
 
 ZERO_FIRST = 7 << (rans.PRECISION - 3)  # code 0 at least this likely (p >= 7/8): tried first
 NZ_BITS = 4                    # `pass_decode` flags each block of 2^NZ_BITS code magnitudes
