@@ -521,7 +521,6 @@ def _clear(nz, f, n, step, omin, omax, size):
     return True
 
 
-
 @numba.njit(**NO_NRT)
 def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, models, edges, twoeb, single,
                 verbatim, used, run_bits, flag_context, nz, busiest, row_buf, state, words, cmap,

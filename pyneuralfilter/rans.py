@@ -28,8 +28,10 @@ import numpy as np
 # drop a reference to it, an atomic increment and decrement per array per call (perf, with
 # numba's functions mapped: a quarter of a 32^3 log-normal decode at 1e-2, a third of building
 # its models).  Their arrays come from their callers; numba refuses to compile an allocation in
-# them.
+# them.  `_nrt` is an underscored numba option (every numba pyproject allows has it; were it
+# dropped, importing pyneuralfilter would fail at once, never decode differently).
 NO_NRT = dict(cache=True, _nrt=False)
+
 PRECISION = 24
 L = np.uint64(1 << 31)                     # the states stay in [L, 2^64) between symbols
 MASK = np.uint64((1 << PRECISION) - 1)
