@@ -460,13 +460,11 @@ def _stretch(known, grid, i2, i, mask):
     return 1 if known is not None else min(grid[2] - i2, mask + 1 - (i & mask))
 
 
-NO_NRT = rans.NO_NRT                   # work arrays from the caller: see rans.py
-
 ZERO_FIRST = 7 << (rans.PRECISION - 3)  # code 0 at least this likely (p >= 7/8): tried first
 NZ_BITS = 4                    # `pass_decode` flags each block of 2^NZ_BITS code magnitudes
 
 
-@numba.njit(**NO_NRT)
+@numba.njit(**rans.NO_NRT)
 def busiest_into(out, qmag, known, base, grid, off, run_bits, nz):
     """Largest neighbour-magnitude term of each run of 2^run_bits targets into out[run] (out:
     at least one element per run; returned).  Where no points are known, nz flags every block
@@ -521,7 +519,7 @@ def _clear(nz, f, n, step, omin, omax, size):
     return True
 
 
-@numba.njit(**NO_NRT)
+@numba.njit(**rans.NO_NRT)
 def pass_decode(recon, qmag, resid, known, base, grid, off, w, gain, models, edges, twoeb, single,
                 verbatim, used, run_bits, flag_context, nz, busiest, row_buf, state, words, cmap,
                 alphabet, cum, cum_at, bucket, bucket_at, shift, zero_first):
@@ -642,7 +640,7 @@ GAP_MAX = 256                  # (format v5) a gap symbol g < GAP_MAX: g codes 0
                                # the escape symbol: the rest of the pass's codes are 0
 
 
-@numba.njit(**NO_NRT)
+@numba.njit(**rans.NO_NRT)
 def pass_decode_gaps(recon, resid, base, grid, off, w, gain, models, edges, twoeb, single,
                      verbatim, used, gap_context, row_buf, codes, escaped, state, words, cmap,
                      alphabet, cum, cum_at, bucket, bucket_at, shift):
@@ -740,7 +738,7 @@ def pass_decode_gaps(recon, resid, base, grid, off, w, gain, models, edges, twoe
     return rans.OK, used
 
 
-@numba.njit(**NO_NRT)
+@numba.njit(**rans.NO_NRT)
 def level_models_into(models, level, cmap, alphabet, cum, cum_at, bucket_at, shift):
     """The models of a level's 12 contexts as `pass_decode` takes them, into models (12 x 8):
     cum_at, bucket_at, shift, alphabet K and, where code 0 has a frequency of at least
@@ -829,7 +827,7 @@ def volume_decode(recon, qmag, resid, known, first, twoeb, head, offs, ws, gains
                           alphabet, cum, cum_at, bucket, bucket_at, shift, gaps)
 
 
-@numba.njit(**NO_NRT)
+@numba.njit(**rans.NO_NRT)
 def _passes_decode(recon, qmag, resid, known, head, offs, ws, gains, twoebs, edges, single,
                    verbatim, used, run_bits, flag_context, nz, busiest, models, row_buf, codes,
                    escaped, state, words, cmap, alphabet, cum, cum_at, bucket, bucket_at, shift,
@@ -864,7 +862,8 @@ def _passes_decode(recon, qmag, resid, known, head, offs, ws, gains, twoebs, edg
                 busiest_into(busiest, qmag, known, base, grid, off, run_bits, nz), row_buf,
                 state, words, cmap, alphabet, cum, cum_at, bucket, bucket_at, shift)
         # pass_decode compiled with and without its code-0 check, called directly (a wrapper
-        # taking both measured 3 % slower per 32^3 chunk: its arrays' reference counting)
+        # taking both measured 3 % slower per 32^3 chunk, when these loops still counted
+        # references)
         if resid is None or k > last:
             status, used = (
                 pass_decode(recon, qmag, None, known, base, grid, off, w, None, models, *args, True)
