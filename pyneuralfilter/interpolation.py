@@ -640,6 +640,15 @@ GAP_MAX = 256                  # (format v5) a gap symbol g < GAP_MAX: g codes 0
                                # the escape symbol: the rest of the pass's codes are 0
 
 
+@numba.njit(cache=True, inline="always")
+def _gradient_at(recon, f, t, along, o, off, w, lo, hi, edges):
+    """The gradient bucket of target f, index t along its row, whose neighbours at t-s and
+    t+s are o[1] and o[2] elements away (o: the row's offsets; along x, index t's own)."""
+    if along and not (lo <= t and t < hi):
+        o = _taps(off, w, t)[0]
+    return _gradient(np.float64(recon[_u(f + o[1])]), np.float64(recon[_u(f + o[2])]), edges)
+
+
 @numba.njit(**rans.NO_NRT)
 def pass_decode_gaps(recon, resid, base, grid, off, w, gain, models, edges, twoeb, single,
                      verbatim, used, gap_context, row_buf, codes, escaped, state, words, cmap,
@@ -649,8 +658,10 @@ def pass_decode_gaps(recon, resid, base, grid, off, w, gain, models, edges, twoe
     (context gap_context + the gradient bucket of the next target, capped at 2; see GAP_MAX)
     says how many targets have code 0 before the next non-zero one, whose code follows in its
     context.  As contexts depend on earlier passes only, each row's codes are decoded first
-    and the row is then restored in one go, without a branch per target.  Work arrays, at least
-    a row long: row_buf (3 rows of row length + 3 floats), codes (zeros; left zero), escaped."""
+    and the row is then restored in one go, without a branch per target.  models: the level's
+    (`level_models_into`) in rows 0-11, 3 more rows that get the gap contexts' (the same
+    columns).  Work arrays, at least a row long: row_buf (3 rows of row length + 3 floats),
+    codes (zeros; left zero), escaped."""
     lo, hi = _interior(off, w)
     inner = _taps(off, w, lo)
     along = grid[6] == 2
@@ -660,36 +671,53 @@ def pass_decode_gaps(recon, resid, base, grid, off, w, gain, models, edges, twoe
     x, y, pos = state[0], state[1], np.int64(state[2])
     zeros, due, rest = 0, False, False  # codes 0 to skip, then a non-zero one / all the rest
     axis, step = grid[6], _u(grid[5])
+    for r in range(3):                          # the gap contexts' models: rows 12-14
+        c = cmap[gap_context + r]
+        models[12 + r, 0], models[12 + r, 1] = cum_at[c], bucket_at[c]
+        models[12 + r, 2], models[12 + r, 3] = shift[c], alphabet[c]
     for i0 in range(grid[0]):
         for i1 in range(grid[1]):
             row = _u(base + i0 * grid[3] + i1 * grid[4])
+            j = _u(i0 if axis == 0 else i1)                     # (x passes: per target)
+            row_taps = inner[0] if along or (lo <= j and j < hi) else _taps(off, w, j)[0]
             t = n_escaped = 0
             busy = False
-            while t < length and not rest:
+            # Each step: the zeros still due, then (unless a code is due) a gap symbol at t,
+            # then the non-zero code the gap leads to.  Whether a gap is 0 costs no branch
+            # (the neighbours are read again where it is): only row ends and the rare long
+            # gaps and escapes branch off.
+            while not rest:
+                if zeros >= length - t:                         # the zeros fill the row
+                    zeros -= length - t
+                    break
+                t += zeros
+                zeros = 0
                 f = row + _u(t) * step
-                j = _u(i0 if axis == 0 else (i1 if axis == 1 else t))
-                o = inner[0] if lo <= j and j < hi else _taps(off, w, j)[0]
-                a, b = np.float64(recon[_u(f + o[1])]), np.float64(recon[_u(f + o[2])])
-                if zeros == 0 and not due:                      # a gap symbol
-                    c = cmap[gap_context + min(_gradient(a, b, edge), 2)]
-                    if cum_at[c] < 0:
+                if not due:                                     # a gap symbol
+                    g = _u(12 + min(_gradient_at(recon, f, _u(t), along, row_taps, off, w,
+                                                 lo, hi, edge), 2))
+                    if models[g, 0] < 0:
                         return rans.NO_TABLE, used
-                    s, x, y = rans.step(x, y, c, cum, cum_at, bucket, bucket_at, shift)
+                    s, x, y = rans.step_at(x, y, models[g, 0], models[g, 1], models[g, 2], cum,
+                                           bucket)
                     y, pos = rans.refill(y, words, pos)
-                    gap = s - alphabet[c]
-                    if gap > alphabet[c]:                       # the escape symbol
+                    gap = s - models[g, 3]
+                    if gap > models[g, 3]:                      # the escape symbol
                         rest = True
                         break
                     if gap < 0 or gap > GAP_MAX:
                         return rans.BAD_GAP, used
-                    zeros, due = gap, gap < GAP_MAX
-                if zeros > 0:
-                    n = min(length - t, zeros)
-                    t += n
-                    zeros -= n
-                    continue
-                c = _u(_gradient(a, b, edge))                   # the non-zero code due at t
-                if models[c, 0] < 0:
+                    if gap == GAP_MAX:                          # GAP_MAX codes 0, no code
+                        zeros = gap
+                        continue
+                    due = True
+                    if gap >= length - t:                       # the code is in a later row
+                        zeros = gap - (length - t)
+                        break
+                    t += gap
+                    f = row + _u(t) * step
+                c = _u(_gradient_at(recon, f, _u(t), along, row_taps, off, w, lo, hi, edge))
+                if models[c, 0] < 0:                            # the non-zero code due at t
                     return rans.NO_TABLE, used
                 s, x, y = rans.step_at(x, y, models[c, 0], models[c, 1], models[c, 2], cum,
                                        bucket)
@@ -818,7 +846,7 @@ def volume_decode(recon, qmag, resid, known, first, twoeb, head, offs, ws, gains
         nz[0] = qmag[0] != 0
     longest = max(head[:, 3].max(), 1 << run_bits) if head.shape[0] else 1
     work = (nz, np.empty((recon.size >> run_bits) + 1, np.int64),   # busiest terms of a pass
-            np.empty((12, 8), np.int64),                           # a level's models
+            np.empty((15, 8), np.int64),           # a level's models, gap models
             np.empty((3, longest + 3)),     # a row's or run's neighbours (`_restore_row`)
             np.zeros(longest, np.int64),    # a row's codes (0 where escaped; back to 0 after)
             np.empty(longest, np.int64))    # where the row's escaped targets are
