@@ -59,13 +59,17 @@ CONTEXT_SETS = tuple(np.asarray(m, np.uint8) for m in (
 ONE_TABLE = 2                  # the single-context set: what context_model=False codes with
 GAP_SETS = (1, 2, 3, 4)        # the sets zero gaps may use: free of code magnitudes
 # Zero gaps (format v5) trade bytes for decoding speed.  A chunk's decoding time is modelled
-# (least squares over 73 chunks of six fields, 32^3 and 64^3, both codings, AMD EPYC; 16 % rms
-# error for gaps, 22 % for run flags) as 13 us + 4.0 ns per target + 5.8 ns per symbol in run
-# flags, and 13 us + 1.8 ns per target + 12.7 ns per symbol + 43 ns per row of targets in gaps
-# (a model of symbols alone missed the rows, and so the speed of large chunks: it predicted
-# 1.04-1.39x where 64^3 log-normal chunks at 1e-2 measured 1.38-1.95x).
-DECODE_NS = (13e3, 4.0, 5.8)            # per call, per target, per symbol in run flags
-GAP_DECODE_NS = (13e3, 1.8, 12.7, 43.0)  # per call, per target, per symbol, per row in gaps
+# (benchmarks/fit_decode_model.py: least squares on the relative error over the 45 chunks of
+# six fields, 32^3 and 64^3, where the choice is open; Intel Xeon; 4 % rms error for gaps, 10 %
+# for run flags) as 12.8 us + 2.3 ns per target + 5.0 ns per symbol in run flags, and 1.2 ns
+# per target + 9.6 ns per symbol + 23 ns per row of targets in gaps (no call term: it fits to
+# 0).  The fit before it (AMD EPYC, before the decoders lost numba's reference counting and the
+# gap decoder its branch per gap: 13 us + 4.0 + 5.8 ns; 13 us + 1.8 + 12.7 + 43 ns) overrated
+# gaps' rows and run flags' targets, and so kept 15 of 64 log-normal 32^3 chunks at 1e-2 in run
+# flags that decode 1.0-1.4x faster in gaps, for 3-7 % more bytes each.  (A model of symbols
+# alone missed the rows, and so the speed of large chunks.)
+DECODE_NS = (12.8e3, 2.3, 5.0)          # per call, per target, per symbol in run flags
+GAP_DECODE_NS = (0.0, 1.2, 9.6, 23.0)   # per call, per target, per symbol, per row in gaps
 GAP_BYTES_FACTOR = 3           # gaps are kept where the modelled time saved is 3x the bytes added
 GAP_MIN_DENSITY = 0.75         # and, where they add bytes, only if run flags leave this many
                                # symbols per target to decode (measured 7.5-20 ns per target
