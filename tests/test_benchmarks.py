@@ -1,8 +1,9 @@
-"""Smoke test of benchmarks/bench_codec.py on its --quick config (24^3 fields): a few seconds
+"""Smoke tests of the benchmark scripts.  bench_codec.py on its --quick config (24^3 fields): a few seconds
 with numba's cache warm; on a fresh checkout the script first compiles every kernel it uses
 (measured ~115 s on 2 cores), so the timeout only guards against a hang."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -81,3 +82,18 @@ def test_decoders_are_timed_in_the_same_rounds():
     assert calls == ["a", "b", "c", "a", "b", "a", "b"]
     assert out[:2] == [1, 2] and isinstance(out[2], ValueError)
     assert all(0 <= t < 1 for t in best)
+
+
+def test_fit_decode_model_quick():
+    """benchmarks/fit_decode_model.py (the source of codec.DECODE_NS and GAP_DECODE_NS) runs on
+    its --quick config and prints both models with non-negative terms."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "fit_decode_model.py"),
+                        "--quick"], env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-4000:]
+    fitted = re.search(r"fitted on (\d+) of (\d+) chunks", p.stdout)
+    assert fitted and 4 <= int(fitted[1]) <= int(fitted[2]), p.stdout[-2000:]
+    for name, terms in (("DECODE_NS", 3), ("GAP_DECODE_NS", 4)):
+        m = re.search(rf"^{name} = \(([^)]*)\)", p.stdout, re.M)
+        values = [float(v) for v in m[1].split(",")]
+        assert len(values) == terms and min(values) >= 0 and max(values) > 0, m[0]
